@@ -1,0 +1,1 @@
+"""Embedded local cluster: launcher, node agents and fixtures (development and tests only)."""

@@ -1,0 +1,1 @@
+"""Trainyard operator: a kopf-based controller for TrainingJob resources."""
