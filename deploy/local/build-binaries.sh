@@ -59,12 +59,14 @@ kube_wrapper() {
     for m in $staging; do echo "replace $m => $m $staging_version"; done
   } > "$dir/go.mod"
   cp "$here/kube-tools.go.txt" "$dir/tools.go"
-  log "resolving $(echo "$staging" | wc -l) staging modules at $staging_version"
-  for m in $staging; do
-    (cd "$dir" && GOFLAGS= go mod download "$m@$staging_version" >/dev/null 2>&1) \
-      || fail "the module proxy refused $m@$staging_version (needed by k8s.io/kubernetes@$KUBE_VERSION)"
-  done
-  (cd "$dir" && go mod tidy >&2) || fail "go mod tidy failed for the kubernetes wrapper (a dependency the proxy does not serve? see above)"
+  log "resolving the wrapper's $(echo "$staging" | wc -l) staging replaces at $staging_version (go mod tidy)"
+  local out
+  if ! out="$(cd "$dir" && go mod tidy 2>&1)"; then
+    printf '%s\n' "$out" | grep -v '^go: downloading' >&2
+    local refused
+    refused="$(printf '%s\n' "$out" | grep -oE '[a-z0-9./-]+@v[0-9][^:]*: reading [^ ]+: 40[34]' | head -3)"
+    fail "go mod tidy failed for the kubernetes wrapper${refused:+; the module proxy refused: $refused}"
+  fi
   touch "$dir/.ready"
   printf '%s' "$dir"
 }
@@ -101,9 +103,11 @@ want="${*:-etcd kube-apiserver kube-controller-manager kube-scheduler kubectl he
 for name in $want; do
   case "$name" in
     etcd)
-      build_one etcd "$(etcd_wrapper)" go.etcd.io/etcd/server/v3 "-s -w" ;;
+      dir="$(etcd_wrapper)" || exit 1
+      build_one etcd "$dir" go.etcd.io/etcd/server/v3 "-s -w" ;;
     kube-apiserver|kube-controller-manager|kube-scheduler|kubectl)
-      build_one "$name" "$(kube_wrapper)" "k8s.io/kubernetes/cmd/$name" "$(ldflags_version "$KUBE_VERSION")" "selinux,notest,grpcnotrace" ;;
+      dir="$(kube_wrapper)" || exit 1
+      build_one "$name" "$dir" "k8s.io/kubernetes/cmd/$name" "$(ldflags_version "$KUBE_VERSION")" "selinux,notest,grpcnotrace" ;;
     helm)
       if [ ! -x "$bin/helm" ]; then
         log "helm: go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
