@@ -1,0 +1,123 @@
+"""`TrainingJob.status`: what the operator observed and decided.
+
+Written only by the operator (status subresource); `trainyard_operator.status` derives it
+from the pods, and `progress` comes from the trainer's metrics endpoint.
+"""
+
+from typing import Literal
+
+from pydantic import Field
+
+from trainyard_operator.api.base import ApiModel
+
+Phase = Literal[
+    "Pending", "Running", "Compressing", "Restarting", "Suspended", "Succeeded", "Failed"
+]
+
+
+class Condition(ApiModel):
+    """A metav1.Condition."""
+
+    type: str
+    """Created, Running, Restarting, Suspended, Succeeded, Failed."""
+    status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
+    reason: str
+    """CamelCase reason, e.g. BackoffLimitExceeded."""
+    message: str = ""
+    """Human-readable detail."""
+    last_transition_time: str
+    """When status last changed (RFC 3339)."""
+    observed_generation: int | None = None
+    """metadata.generation this condition was set from."""
+
+
+class WorkerCounts(ApiModel):
+    """Worker pods of the current gang by state."""
+
+    desired: int = 0
+    """spec.workers (0 while suspended)."""
+    active: int = 0
+    """Pods not finished (Pending or Running)."""
+    ready: int = 0
+    """Running pods whose containers are ready."""
+    succeeded: int = 0
+    """Pods that exited 0."""
+    failed: int = 0
+    """Pods that failed."""
+
+
+class Progress(ApiModel):
+    """Live progress read from worker 0's metrics endpoint (no API credentials in pods)."""
+
+    stage: str = ""
+    """train, prune, distill, quantize or done."""
+    epoch: int = 0
+    """Epochs completed in this stage."""
+    total_epochs: int = 0
+    """Epochs this stage runs."""
+    percent: int = 0
+    """0-100 over the whole run."""
+    loss: float | None = None
+    """Last training loss."""
+    accuracy: float | None = None
+    """Last evaluation accuracy."""
+    samples_per_second: float | None = None
+    """Global throughput."""
+    eta_seconds: int | None = None
+    """Estimated seconds left."""
+    updated_at: str | None = None
+    """When the operator last read it (RFC 3339)."""
+
+
+class StageResult(ApiModel):
+    """Measured outcome of training or one compression stage."""
+
+    name: str
+    """train, prune, distill or quantize."""
+    accuracy: float | None = None
+    """Test accuracy after the stage."""
+    model_bytes: int | None = None
+    """Bytes on disk of the model after the stage."""
+    sparsity: float | None = None
+    """Share of zero weights."""
+    seconds: float | None = None
+    """Wall time of the stage."""
+
+
+class Results(ApiModel):
+    """Final results from worker 0's termination message."""
+
+    accuracy: float | None = None
+    """Test accuracy of the final model."""
+    parameters: int | None = None
+    """Parameter count of the final model."""
+    model_bytes: int | None = None
+    """Bytes on disk of the final model."""
+    stages: list[StageResult] = Field(default_factory=list)
+    """One entry for training and one per compression stage, in order."""
+    artifact_path: str | None = None
+    """Where the final model was written inside the output volume."""
+
+
+class TrainingJobStatus(ApiModel):
+    """Observed state of a TrainingJob."""
+
+    phase: Phase = "Pending"
+    """Pending, Running, Compressing, Restarting, Suspended, Succeeded or Failed."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """metav1.Conditions keyed by type."""
+    workers: WorkerCounts = Field(default_factory=WorkerCounts)
+    """Worker pods by state."""
+    restarts: int = 0
+    """Whole-gang restarts so far."""
+    start_time: str | None = None
+    """When the current run started (reset on resume)."""
+    completion_time: str | None = None
+    """When the job Succeeded or Failed."""
+    progress: Progress | None = None
+    """Live training progress."""
+    results: Results | None = None
+    """Final results."""
+    observed_generation: int | None = None
+    """metadata.generation the status was computed for."""
