@@ -1,0 +1,429 @@
+"""The run policies: from (job, observed pods, now) to the next status and a plan of actions.
+
+This is the one place where Trainyard decides what a TrainingJob's state is and what must
+happen next. It is pure — no I/O, no clock of its own — so every policy is unit-tested with
+plain values. The handlers (`trainyard_operator.handlers`) feed it the job as the API server
+last reported it, the worker pods from their in-memory index and a fresh progress reading;
+they then write `Plan.status` through the status subresource and carry out the actions in a
+fixed order (status first, then deletions, then creations, then events), so that a crash at
+any point leaves state from which the next reconcile reaches the same decision.
+
+Gang semantics: the pods of one attempt carry the label trainyard.dev/restart=<n> where
+n = status.restarts. A gang restart bumps status.restarts, deletes every pod of the old
+attempt, and creates the next gang only once none of the old pods remain (DDP ranks of two
+attempts must never meet). Pod names are deterministic, so creating is idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from trainyard_operator.api.job import TrainingJob
+from trainyard_operator.api.status import (
+    Condition,
+    Progress,
+    TrainingJobStatus,
+    WorkerCounts,
+)
+from trainyard_operator.status.conditions import get_condition, set_condition
+from trainyard_operator.status.pods import PodView
+from trainyard_operator.status.readings import results_from_message
+from trainyard_operator.status.times import format_time, parse_time
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+COMPRESSION_STAGES = frozenset({"prune", "distill", "quantize"})
+
+EventType = Literal["Normal", "Warning"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes event to post on the TrainingJob."""
+
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PodRef:
+    """A pod to delete; the uid makes the delete a no-op if the name was reused since."""
+
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What reconcile decided: the next status and the actions that get there."""
+
+    status: TrainingJobStatus
+    create_workers: tuple[int, ...] = ()
+    """Worker indexes to create, for the gang numbered status.restarts."""
+    delete_pods: tuple[PodRef, ...] = ()
+    events: tuple[Event, ...] = ()
+    ensure_children: bool = False
+    """The headless Service (and PodGroup, if gang scheduling applies) should exist."""
+    delete_job: bool = False
+    """ttlSecondsAfterFinished has passed: delete the TrainingJob (children go with it)."""
+    requeue_after: float | None = None
+    """Reconcile again after this many seconds even if nothing changes (timers)."""
+
+    @property
+    def gang(self) -> int:
+        """The attempt that create_workers belongs to."""
+        return self.status.restarts
+
+
+@dataclass
+class _Draft:
+    """The mutable working state of one reconcile pass."""
+
+    job: TrainingJob
+    now: datetime
+    status: TrainingJobStatus
+    deletes: list[PodRef] = field(default_factory=list)
+    creates: list[int] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    timers: list[float] = field(default_factory=list)
+    ensure_children: bool = False
+    delete_job: bool = False
+
+    def condition(
+        self, kind: str, status: Literal["True", "False"], reason: str, message: str = ""
+    ) -> None:
+        # False states of a condition that never applied are left out, so a fresh job shows
+        # only what happened to it.
+        self.status.conditions = set_condition(
+            self.status.conditions,
+            kind,
+            status,
+            reason,
+            message,
+            now=self.now,
+            generation=self.job.generation,
+            add=status == "True" or kind == "Running",
+        )
+
+    def event(self, kind: EventType, reason: str, message: str) -> None:
+        self.events.append(Event(kind, reason, message))
+
+    def timer(self, at: datetime) -> None:
+        self.timers.append(max(0.0, (at - self.now).total_seconds()))
+
+    def delete(self, pods: Sequence[PodView]) -> None:
+        self.deletes.extend(PodRef(p.name, p.uid) for p in pods if not p.deleting)
+
+    def plan(self) -> Plan:
+        return Plan(
+            status=self.status,
+            create_workers=tuple(self.creates),
+            delete_pods=tuple(self.deletes),
+            events=tuple(self.events),
+            ensure_children=self.ensure_children,
+            delete_job=self.delete_job,
+            requeue_after=min(self.timers) if self.timers else None,
+        )
+
+
+def reconcile(
+    job: TrainingJob,
+    pods: Sequence[PodView],
+    now: datetime,
+    progress: Progress | None = None,
+) -> Plan:
+    """Decide the job's next status and actions from what is observed now.
+
+    `pods` are the job's worker pods from every attempt (the caller filters by job name);
+    `progress` is a fresh reading of worker 0's metrics, or None when there is none.
+    """
+    draft = _Draft(job=job, now=now, status=job.status.model_copy(deep=True))
+    draft.status.observed_generation = job.generation
+    if progress is not None:
+        _merge_progress(draft, progress)
+    if job.status.phase in TERMINAL_PHASES:
+        _finished(draft, pods)
+    elif job.spec.suspend:
+        _suspend(draft, pods)
+    else:
+        _run(draft, pods)
+    return draft.plan()
+
+
+def _merge_progress(draft: _Draft, reading: Progress) -> None:
+    """Take a fresh reading; updatedAt moves only when the trainer actually advanced.
+
+    That makes updatedAt "the last time progress was seen to change", which is what the
+    progressDeadlineSeconds watchdog needs.
+    """
+    old = draft.status.progress
+    same = old is not None and old.model_dump(exclude={"updated_at"}) == reading.model_dump(
+        exclude={"updated_at"}
+    )
+    updated = old.updated_at if same and old is not None else format_time(draft.now)
+    draft.status.progress = reading.model_copy(update={"updated_at": updated})
+
+
+# --- terminal -------------------------------------------------------------------------------
+
+
+def _finished(draft: _Draft, pods: Sequence[PodView]) -> None:
+    """Succeeded or Failed is final: stop what still runs, count down the TTL, never recreate."""
+    _clean_pods(draft, pods)
+    status = draft.status
+    status.workers = _counts(draft.job, [p for p in pods if p.restart == status.restarts])
+    status.workers.desired = draft.job.spec.workers
+    ttl = draft.job.spec.run_policy.ttl_seconds_after_finished
+    if ttl is not None and status.completion_time:
+        expires = parse_time(status.completion_time) + timedelta(seconds=ttl)
+        if draft.now >= expires:
+            draft.delete_job = True
+        else:
+            draft.timer(expires)
+
+
+def _clean_pods(draft: _Draft, pods: Sequence[PodView]) -> None:
+    """cleanPodPolicy: All deletes every pod, Running those still active, None none."""
+    policy = draft.job.spec.run_policy.clean_pod_policy
+    if policy == "All":
+        draft.delete(pods)
+    elif policy == "Running":
+        draft.delete([p for p in pods if not p.finished])
+
+
+def _finish(draft: _Draft, pods: Sequence[PodView], phase: str, reason: str, message: str) -> None:
+    """Move to Succeeded or Failed, with conditions, an event and the pod clean-up."""
+    status = draft.status
+    status.phase = "Succeeded" if phase == "Succeeded" else "Failed"
+    status.completion_time = format_time(draft.now)
+    if status.start_time is None:
+        status.start_time = status.completion_time
+    draft.condition(phase, "True", reason, message)
+    draft.condition("Running", "False", reason, message)
+    draft.condition("Restarting", "False", reason, message)
+    draft.event("Normal" if phase == "Succeeded" else "Warning", reason, message)
+    _finished(draft, pods)
+
+
+# --- suspended ------------------------------------------------------------------------------
+
+
+def _suspend(draft: _Draft, pods: Sequence[PodView]) -> None:
+    """spec.suspend: no pods, phase Suspended, start time cleared (the deadline restarts)."""
+    status = draft.status
+    draft.delete(pods)
+    if status.phase != "Suspended":
+        message = "spec.suspend is true: worker pods deleted"
+        draft.event("Normal", "Suspended", message)
+        draft.condition("Suspended", "True", "Suspended", message)
+        draft.condition("Running", "False", "Suspended", message)
+        draft.condition("Restarting", "False", "Suspended", message)
+    status.phase = "Suspended"
+    status.start_time = None
+    status.workers = _counts(draft.job, [p for p in pods if p.restart == status.restarts])
+    status.workers.desired = 0
+
+
+# --- running --------------------------------------------------------------------------------
+
+
+def _run(draft: _Draft, pods: Sequence[PodView]) -> None:
+    job, status, now = draft.job, draft.status, draft.now
+    policy = job.spec.run_policy
+    workers = job.spec.workers
+    draft.ensure_children = True
+    if status.phase == "Suspended":
+        draft.event("Normal", "Resumed", "spec.suspend is false: creating the workers again")
+        draft.condition("Suspended", "False", "Resumed", "the job was resumed")
+        status.phase = "Pending"
+    if status.start_time is None:
+        status.start_time = format_time(now)
+
+    gang = [p for p in pods if p.restart == status.restarts and p.index < workers]
+    current = {p.index: p for p in gang if not p.deleting}
+    status.workers = _counts(job, gang)
+
+    # activeDeadlineSeconds counts from startTime (reset by suspend, like a batch/v1 Job).
+    if policy.active_deadline_seconds is not None:
+        limit = policy.active_deadline_seconds
+        deadline = parse_time(status.start_time) + timedelta(seconds=limit)
+        if now >= deadline:
+            message = f"the job ran longer than activeDeadlineSeconds={limit}"
+            _finish(draft, pods, "Failed", "DeadlineExceeded", message)
+            return
+        draft.timer(deadline)
+
+    # Pods of an older attempt (or beyond spec.workers) go first; the next gang waits for them.
+    stale = [p for p in pods if p.restart != status.restarts or p.index >= workers]
+    if stale:
+        draft.delete(stale)
+        status.phase = "Restarting" if status.restarts > 0 else "Pending"
+        return
+
+    failed = sorted((p for p in current.values() if p.phase == "Failed"), key=lambda p: p.index)
+    if failed:
+        _on_failure(draft, pods, failed[0])
+        return
+
+    if len(current) == workers and all(p.phase == "Succeeded" for p in current.values()):
+        _succeed(draft, pods, current[0])
+        return
+
+    running_phases = ("Running", "Succeeded")
+    if status.phase in ("Running", "Compressing") and (
+        len(current) < workers or any(p.deleting for p in gang)
+    ):
+        missing = sorted(set(range(workers)) - set(current))
+        _gang_restart(
+            draft, pods, "WorkerLost", f"worker {missing[0]} disappeared while the gang was running"
+        )
+        return
+
+    if _scheduling_timeout(draft, pods, current):
+        return
+
+    deleting = {p.index for p in gang if p.deleting}
+    draft.creates = [i for i in range(workers) if i not in current and i not in deleting]
+    if draft.creates and len(draft.creates) == workers:
+        message = f"creating {workers} worker pods (attempt {status.restarts})"
+        draft.condition("Created", "True", "WorkersCreated", message)
+        draft.event("Normal", "WorkersCreated", message)
+
+    if len(current) == workers and all(p.phase in running_phases for p in current.values()):
+        stage = status.progress.stage if status.progress else ""
+        status.phase = "Compressing" if stage in COMPRESSION_STAGES else "Running"
+        draft.condition("Running", "True", "AllWorkersRunning", f"{workers} of {workers} running")
+        draft.condition("Restarting", "False", "AllWorkersRunning", "the gang is running")
+        _watchdog(draft, pods)
+    else:
+        status.phase = "Restarting" if status.restarts > 0 else "Pending"
+        running = sum(p.phase == "Running" for p in current.values())
+        reason = "GangRestart" if status.restarts > 0 else "WorkersPending"
+        draft.condition("Running", "False", reason, f"{running} of {workers} running")
+
+
+def _on_failure(draft: _Draft, pods: Sequence[PodView], pod: PodView) -> None:
+    """One worker failed: fail the job or restart the whole gang, per restartPolicy."""
+    policy = draft.job.spec.run_policy
+    code = pod.exit_code
+    what = f"worker {pod.index} failed with exit code {code}"
+    if code is None:
+        what = f"worker {pod.index} failed without an exit code (evicted or node lost)"
+    if pod.termination_message:
+        what += f": {pod.termination_message.strip()[:200]}"
+    if policy.restart_policy == "Never":
+        _finish(draft, pods, "Failed", "WorkerFailed", what + " (restartPolicy Never)")
+    elif policy.restart_policy == "ExitCode" and code is not None and 1 <= code <= 127:
+        _finish(draft, pods, "Failed", "PermanentError", what + " (exit codes 1-127 are permanent)")
+    else:
+        # OnFailure, or ExitCode with a retryable code (>= 128: killed by a signal, OOM,
+        # preemption) or none at all (eviction, node loss).
+        _gang_restart(draft, pods, "WorkerFailed", what)
+
+
+def _gang_restart(draft: _Draft, pods: Sequence[PodView], cause: str, message: str) -> None:
+    """Delete the whole gang and start the next attempt, unless backoffLimit is spent."""
+    status = draft.status
+    limit = draft.job.spec.run_policy.backoff_limit
+    if status.restarts >= limit:
+        _finish(
+            draft,
+            pods,
+            "Failed",
+            "BackoffLimitExceeded",
+            f"{message}; backoffLimit {limit} reached after {status.restarts} restarts",
+        )
+        return
+    status.restarts += 1
+    status.phase = "Restarting"
+    text = f"{message}; restarting the gang (restart {status.restarts} of {limit})"
+    draft.condition("Restarting", "True", cause, text)
+    draft.condition("Running", "False", "GangRestart", text)
+    draft.event("Warning", "GangRestart", text)
+    if cause == "ProgressDeadlineExceeded":
+        draft.event("Warning", cause, message)
+    draft.delete(pods)
+    status.workers = WorkerCounts(desired=draft.job.spec.workers)
+
+
+def _succeed(draft: _Draft, pods: Sequence[PodView], master: PodView) -> None:
+    """Every worker exited 0; results come from worker 0's termination message."""
+    status = draft.status
+    status.results = results_from_message(master.termination_message) or status.results
+    progress = status.progress or Progress()
+    status.progress = progress.model_copy(
+        update={"stage": "done", "percent": 100, "eta_seconds": 0}
+    )
+    if status.progress.updated_at is None:
+        status.progress.updated_at = format_time(draft.now)
+    workers = draft.job.spec.workers
+    _finish(draft, pods, "Succeeded", "Succeeded", f"all {workers} workers exited 0")
+
+
+def _scheduling_timeout(
+    draft: _Draft, pods: Sequence[PodView], current: dict[int, PodView]
+) -> bool:
+    """Fail the job when a worker stays unschedulable or without its image too long."""
+    timeout = timedelta(seconds=draft.job.spec.run_policy.scheduling_timeout_seconds)
+    for pod in sorted(current.values(), key=lambda p: p.index):
+        reason = pod.blocked_reason
+        if reason is None or pod.created is None:
+            continue
+        if draft.now >= pod.created + timeout:
+            detail = pod.unschedulable if reason == "Unschedulable" else pod.waiting_reason
+            message = (
+                f"worker {pod.index} stayed Pending ({detail}) for "
+                f"schedulingTimeoutSeconds={int(timeout.total_seconds())}"
+            )
+            _finish(draft, pods, "Failed", reason, message)
+            return True
+        draft.timer(pod.created + timeout)
+    return False
+
+
+def _watchdog(draft: _Draft, pods: Sequence[PodView]) -> None:
+    """progressDeadlineSeconds: no training progress that long → gang restart."""
+    limit = draft.job.spec.run_policy.progress_deadline_seconds
+    if limit is None:
+        return
+    since = _running_since(draft.status.conditions)
+    progress = draft.status.progress
+    if progress is not None and progress.updated_at:
+        since = (
+            max(since, parse_time(progress.updated_at))
+            if since
+            else parse_time(progress.updated_at)
+        )
+    if since is None:
+        return
+    deadline = since + timedelta(seconds=limit)
+    if draft.now >= deadline:
+        _gang_restart(
+            draft,
+            pods,
+            "ProgressDeadlineExceeded",
+            f"no training progress for progressDeadlineSeconds={limit}",
+        )
+        return
+    draft.timer(deadline)
+
+
+def _running_since(conditions: list[Condition]) -> datetime | None:
+    cond = get_condition(conditions, "Running")
+    if cond is None or cond.status != "True":
+        return None
+    return parse_time(cond.last_transition_time)
+
+
+def _counts(job: TrainingJob, gang: Sequence[PodView]) -> WorkerCounts:
+    live = [p for p in gang if not p.deleting]
+    return WorkerCounts(
+        desired=job.spec.workers,
+        active=sum(not p.finished for p in live),
+        ready=sum(p.phase == "Running" and p.ready for p in live),
+        succeeded=sum(p.phase == "Succeeded" for p in live),
+        failed=sum(p.phase == "Failed" for p in live),
+    )

@@ -1,0 +1,54 @@
+"""Parsing what the trainer reports: its metrics text into progress, its message into results."""
+
+from trainyard_operator.status import progress_from_metrics, results_from_message
+
+METRICS = """\
+# HELP trainyard_trainer_stage 1 for the running stage
+# TYPE trainyard_trainer_stage gauge
+trainyard_trainer_stage{stage="train"} 0.0
+trainyard_trainer_stage{stage="prune"} 1.0
+# TYPE trainyard_trainer_epoch gauge
+trainyard_trainer_epoch 1.0
+# TYPE trainyard_trainer_epochs gauge
+trainyard_trainer_epochs 2.0
+# TYPE trainyard_trainer_progress_ratio gauge
+trainyard_trainer_progress_ratio 0.875
+# TYPE trainyard_trainer_eta_seconds gauge
+trainyard_trainer_eta_seconds 12.6
+# TYPE trainyard_trainer_loss gauge
+trainyard_trainer_loss 0.25
+# TYPE trainyard_trainer_accuracy gauge
+trainyard_trainer_accuracy 0.96
+# TYPE trainyard_trainer_samples_per_second gauge
+trainyard_trainer_samples_per_second 1500.0
+# TYPE trainyard_trainer_model_bytes gauge
+trainyard_trainer_model_bytes{stage="train"} 2270000.0
+"""
+
+
+def test_progress_comes_from_the_trainer_metrics() -> None:
+    progress = progress_from_metrics(METRICS)
+    assert progress is not None
+    assert progress.stage == "prune"
+    assert (progress.epoch, progress.total_epochs, progress.percent) == (1, 2, 87)
+    assert progress.loss == 0.25 and progress.accuracy == 0.96
+    assert progress.samples_per_second == 1500.0 and progress.eta_seconds == 12
+
+
+def test_an_endpoint_without_trainer_metrics_gives_no_progress() -> None:
+    assert progress_from_metrics("# TYPE other gauge\nother 1\n") is None
+    assert progress_from_metrics("not { prometheus") is None
+
+
+def test_results_parse_the_contract_json_and_ignore_error_lines() -> None:
+    results = results_from_message(
+        '{"accuracy": 0.97, "parameters": 567434, "modelBytes": 2270000,'
+        ' "stages": [{"name": "quantize", "modelBytes": 600000, "sparsity": 0.5}],'
+        ' "artifactPath": "/output/model-final.pt"}'
+    )
+    assert results is not None
+    assert results.model_bytes == 2270000
+    assert results.stages[0].model_bytes == 600000
+    assert results.artifact_path == "/output/model-final.pt"
+    assert results_from_message("error: trainer.dataPath is required") is None
+    assert results_from_message("{broken") is None

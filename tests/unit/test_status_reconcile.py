@@ -1,0 +1,333 @@
+"""The run policies of `trainyard_operator.status.reconcile`, driven with plain values.
+
+Each test plays one situation a user meets (a worker killed, a deadline, a suspend, a pod that
+cannot be scheduled) through one or more reconcile passes, feeding each pass the status the
+previous one wrote, and checks what the user would see: phase, conditions, events, restarts,
+and which pods the operator creates or deletes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from trainyard_operator.api import Progress, TrainingJob, TrainingJobStatus
+from trainyard_operator.status import Plan, PodView, reconcile
+from trainyard_operator.status.conditions import get_condition
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def make_job(status: TrainingJobStatus | None = None, **spec: Any) -> TrainingJob:
+    body: dict[str, Any] = {
+        "metadata": {"name": "j", "namespace": "ns", "uid": "u1", "generation": 1},
+        "spec": {"workers": 2, **spec},
+    }
+    job = TrainingJob.from_object(body)
+    return job.model_copy(update={"status": status}) if status else job
+
+
+def pod(index: int, phase: str = "Running", restart: int = 0, **kw: Any) -> PodView:
+    return PodView(
+        name=f"j-worker-{index}",
+        uid=f"uid-{restart}-{index}",
+        job="j",
+        index=index,
+        restart=restart,
+        phase=phase,
+        ready=phase == "Running",
+        created=kw.pop("created", T0),
+        **kw,
+    )
+
+
+def step(job: TrainingJob, plan: Plan) -> TrainingJob:
+    """The job as the API server holds it after the operator wrote plan.status."""
+    return job.model_copy(update={"status": plan.status})
+
+
+def reasons(plan: Plan) -> list[str]:
+    return [e.reason for e in plan.events]
+
+
+def cond(plan: Plan, kind: str) -> tuple[str, str] | None:
+    c = get_condition(plan.status.conditions, kind)
+    return (c.status, c.reason) if c else None
+
+
+def running_job(**spec: Any) -> TrainingJob:
+    """A job whose first gang has been created and reported Running."""
+    job = make_job(**spec)
+    plan = reconcile(job, [], T0)
+    job = step(job, plan)
+    plan = reconcile(job, [pod(0), pod(1)], T0 + timedelta(seconds=1))
+    assert plan.status.phase == "Running"
+    return step(job, plan)
+
+
+def test_new_job_creates_every_worker_and_the_service() -> None:
+    plan = reconcile(make_job(), [], T0)
+    assert plan.create_workers == (0, 1)
+    assert plan.gang == 0
+    assert plan.ensure_children
+    assert plan.status.phase == "Pending"
+    assert plan.status.start_time == "2026-01-01T12:00:00Z"
+    assert cond(plan, "Created") == ("True", "WorkersCreated")
+    assert cond(plan, "Running") == ("False", "WorkersPending")
+    assert reasons(plan) == ["WorkersCreated"]
+    assert plan.status.observed_generation == 1
+
+
+def test_only_missing_workers_are_created() -> None:
+    job = step(make_job(), reconcile(make_job(), [], T0))
+    plan = reconcile(job, [pod(0, "Pending")], T0)
+    assert plan.create_workers == (1,)
+    assert reasons(plan) == []
+
+
+def test_all_running_makes_the_job_running_and_keeps_transition_times() -> None:
+    job = running_job()
+    assert job.status.workers.ready == 2
+    running = get_condition(job.status.conditions, "Running")
+    assert running is not None and running.status == "True"
+    again = reconcile(job, [pod(0), pod(1)], T0 + timedelta(minutes=5))
+    same = get_condition(again.status.conditions, "Running")
+    assert same is not None and same.last_transition_time == running.last_transition_time
+    assert again.create_workers == () and again.delete_pods == () and again.events == ()
+
+
+def test_compression_stage_shows_as_phase_compressing() -> None:
+    job = running_job()
+    plan = reconcile(job, [pod(0), pod(1)], T0, progress=Progress(stage="prune", percent=80))
+    assert plan.status.phase == "Compressing"
+    assert plan.status.progress is not None and plan.status.progress.percent == 80
+
+
+def test_all_exit_zero_succeeds_with_results_from_worker_zero() -> None:
+    job = running_job()
+    message = '{"accuracy": 0.97, "parameters": 10, "modelBytes": 40, "extra": 1,'
+    message += ' "stages": [{"name": "train", "accuracy": 0.97, "future": 2}]}'
+    pods = [pod(0, "Succeeded", exit_code=0, termination_message=message), pod(1, "Succeeded")]
+    plan = reconcile(job, pods, T0 + timedelta(seconds=30))
+    assert plan.status.phase == "Succeeded"
+    assert plan.status.completion_time == "2026-01-01T12:00:30Z"
+    assert plan.status.results is not None
+    assert plan.status.results.accuracy == 0.97
+    assert plan.status.results.stages[0].name == "train"
+    assert plan.status.progress is not None and plan.status.progress.percent == 100
+    assert cond(plan, "Succeeded") == ("True", "Succeeded")
+    assert cond(plan, "Running") == ("False", "Succeeded")
+    assert reasons(plan) == ["Succeeded"]
+    # Finished pods are kept under the default cleanPodPolicy Running.
+    assert plan.delete_pods == ()
+
+
+def test_a_success_never_recreates_pods_even_when_they_are_gone() -> None:
+    job = running_job()
+    done = step(job, reconcile(job, [pod(0, "Succeeded"), pod(1, "Succeeded")], T0))
+    plan = reconcile(done, [], T0 + timedelta(hours=1))
+    assert plan.status.phase == "Succeeded"
+    assert plan.create_workers == () and plan.events == ()
+
+
+def test_on_failure_restarts_the_whole_gang_then_creates_the_next_one() -> None:
+    job = running_job()
+    pods = [pod(0), pod(1, "Failed", exit_code=137)]
+    plan = reconcile(job, pods, T0 + timedelta(seconds=10))
+    assert plan.status.restarts == 1
+    assert plan.status.phase == "Restarting"
+    assert cond(plan, "Restarting") == ("True", "WorkerFailed")
+    assert reasons(plan) == ["GangRestart"]
+    assert "exit code 137" in plan.events[0].message
+    assert {p.name for p in plan.delete_pods} == {"j-worker-0", "j-worker-1"}
+    assert plan.create_workers == ()
+    job = step(job, plan)
+    # While an old pod remains, nothing new is created (ranks of two attempts never meet).
+    old_going = [pod(0, deleting=True)]
+    plan = reconcile(job, old_going, T0 + timedelta(seconds=11))
+    assert plan.create_workers == ()
+    assert plan.status.phase == "Restarting"
+    job = step(job, plan)
+    plan = reconcile(job, [], T0 + timedelta(seconds=12))
+    assert plan.create_workers == (0, 1) and plan.gang == 1
+    job = step(job, plan)
+    plan = reconcile(job, [pod(0, restart=1), pod(1, restart=1)], T0 + timedelta(seconds=13))
+    assert plan.status.phase == "Running"
+    assert cond(plan, "Restarting") == ("False", "AllWorkersRunning")
+    assert plan.status.restarts == 1
+
+
+def test_past_backoff_limit_the_job_fails_and_running_workers_are_stopped() -> None:
+    job = running_job(runPolicy={"backoffLimit": 0})
+    pods = [pod(0), pod(1, "Failed", exit_code=137)]
+    plan = reconcile(job, pods, T0 + timedelta(seconds=10))
+    assert plan.status.phase == "Failed"
+    assert cond(plan, "Failed") == ("True", "BackoffLimitExceeded")
+    assert reasons(plan) == ["BackoffLimitExceeded"]
+    assert plan.status.restarts == 0
+    # cleanPodPolicy Running: the still-running worker 0 is stopped, the failed one kept.
+    assert [p.name for p in plan.delete_pods] == ["j-worker-0"]
+
+
+def test_restart_policy_never_fails_at_once() -> None:
+    job = running_job(runPolicy={"restartPolicy": "Never"})
+    plan = reconcile(job, [pod(0), pod(1, "Failed", exit_code=137)], T0)
+    assert plan.status.phase == "Failed"
+    assert cond(plan, "Failed") == ("True", "WorkerFailed")
+
+
+def test_exit_code_policy_fails_on_permanent_codes_and_retries_signals() -> None:
+    job = running_job(runPolicy={"restartPolicy": "ExitCode"})
+    plan = reconcile(job, [pod(0), pod(1, "Failed", exit_code=1)], T0)
+    assert plan.status.phase == "Failed"
+    assert cond(plan, "Failed") == ("True", "PermanentError")
+    retry = reconcile(job, [pod(0), pod(1, "Failed", exit_code=137)], T0)
+    assert retry.status.phase == "Restarting" and retry.status.restarts == 1
+
+
+def test_exit_code_policy_never_stays_restarting() -> None:
+    """ANCHORS #6: after a retryable failure the next gang runs, and the job says Running."""
+    job = running_job(runPolicy={"restartPolicy": "ExitCode"})
+    job = step(job, reconcile(job, [pod(0, "Failed", exit_code=143), pod(1)], T0))
+    job = step(job, reconcile(job, [], T0))
+    plan = reconcile(job, [pod(0, restart=1), pod(1, restart=1)], T0)
+    assert plan.status.phase == "Running"
+    assert cond(plan, "Restarting") == ("False", "AllWorkersRunning")
+
+
+def test_restart_count_is_never_reset_by_suspend_or_terminal_states() -> None:
+    job = running_job()
+    job = step(job, reconcile(job, [pod(0, "Failed", exit_code=137), pod(1)], T0))
+    assert job.status.restarts == 1
+    suspended = job.model_copy(update={"spec": job.spec.model_copy(update={"suspend": True})})
+    job = step(suspended, reconcile(suspended, [], T0))
+    assert job.status.restarts == 1
+    resumed = job.model_copy(update={"spec": job.spec.model_copy(update={"suspend": False})})
+    plan = reconcile(resumed, [], T0)
+    assert plan.status.restarts == 1 and plan.gang == 1
+
+
+def test_suspend_deletes_pods_and_resume_creates_them_again() -> None:
+    job = running_job()
+    suspended = job.model_copy(update={"spec": job.spec.model_copy(update={"suspend": True})})
+    plan = reconcile(suspended, [pod(0), pod(1)], T0 + timedelta(seconds=5))
+    assert plan.status.phase == "Suspended"
+    assert {p.name for p in plan.delete_pods} == {"j-worker-0", "j-worker-1"}
+    assert cond(plan, "Suspended") == ("True", "Suspended")
+    assert plan.status.start_time is None
+    assert plan.status.workers.desired == 0
+    assert reasons(plan) == ["Suspended"]
+    job = step(suspended, plan)
+    assert reasons(reconcile(job, [], T0 + timedelta(seconds=6))) == []
+    resumed = job.model_copy(update={"spec": job.spec.model_copy(update={"suspend": False})})
+    plan = reconcile(resumed, [], T0 + timedelta(seconds=60))
+    assert plan.status.phase == "Pending"
+    assert plan.create_workers == (0, 1)
+    assert cond(plan, "Suspended") == ("False", "Resumed")
+    assert reasons(plan) == ["Resumed", "WorkersCreated"]
+    assert plan.status.start_time == "2026-01-01T12:01:00Z"
+
+
+def test_a_job_created_suspended_creates_nothing() -> None:
+    plan = reconcile(make_job(suspend=True), [], T0)
+    assert plan.status.phase == "Suspended"
+    assert plan.create_workers == () and not plan.ensure_children
+
+
+def test_active_deadline_fails_the_job_and_cleans_per_policy() -> None:
+    job = running_job(runPolicy={"activeDeadlineSeconds": 30, "cleanPodPolicy": "All"})
+    early = reconcile(job, [pod(0), pod(1)], T0 + timedelta(seconds=10))
+    assert early.status.phase == "Running"
+    assert early.requeue_after == 20
+    plan = reconcile(job, [pod(0), pod(1, "Succeeded")], T0 + timedelta(seconds=30))
+    assert plan.status.phase == "Failed"
+    assert cond(plan, "Failed") == ("True", "DeadlineExceeded")
+    assert {p.name for p in plan.delete_pods} == {"j-worker-0", "j-worker-1"}
+
+
+def test_clean_pod_policy_none_keeps_everything() -> None:
+    job = running_job(runPolicy={"activeDeadlineSeconds": 5, "cleanPodPolicy": "None"})
+    plan = reconcile(job, [pod(0), pod(1)], T0 + timedelta(seconds=5))
+    assert plan.status.phase == "Failed" and plan.delete_pods == ()
+
+
+def test_ttl_after_finished_deletes_the_job_when_it_expires() -> None:
+    job = running_job(runPolicy={"ttlSecondsAfterFinished": 60})
+    done = step(job, reconcile(job, [pod(0, "Succeeded"), pod(1, "Succeeded")], T0))
+    waiting = reconcile(done, [], T0 + timedelta(seconds=20))
+    assert not waiting.delete_job and waiting.requeue_after == 40
+    assert reconcile(done, [], T0 + timedelta(seconds=60)).delete_job
+
+
+def test_unschedulable_worker_fails_the_job_after_the_scheduling_timeout() -> None:
+    job = step(make_job(runPolicy={"schedulingTimeoutSeconds": 5}), reconcile(make_job(), [], T0))
+    stuck = [pod(0, "Pending", unschedulable="0/4 nodes: Insufficient nvidia.com/gpu"), pod(1)]
+    before = reconcile(job, stuck, T0 + timedelta(seconds=2))
+    assert before.status.phase == "Pending" and before.requeue_after == 3
+    plan = reconcile(job, stuck, T0 + timedelta(seconds=5))
+    assert plan.status.phase == "Failed"
+    assert cond(plan, "Failed") == ("True", "Unschedulable")
+    assert "Insufficient nvidia.com/gpu" in plan.events[0].message
+    assert [p.name for p in plan.delete_pods] == ["j-worker-0", "j-worker-1"]
+
+
+def test_image_pull_failure_fails_the_job_with_its_own_reason() -> None:
+    job = make_job(runPolicy={"schedulingTimeoutSeconds": 5})
+    stuck = [pod(0, "Pending", waiting_reason="ImagePullBackOff")]
+    plan = reconcile(job, stuck, T0 + timedelta(seconds=6))
+    assert cond(plan, "Failed") == ("True", "ImagePullFailed")
+
+
+def test_progress_deadline_restarts_a_hung_gang() -> None:
+    job = running_job(runPolicy={"progressDeadlineSeconds": 60})
+    reading = Progress(stage="train", epoch=1, percent=10)
+    job = step(job, reconcile(job, [pod(0), pod(1)], T0 + timedelta(seconds=30), reading))
+    # The same reading later is no progress; updatedAt stays where progress last moved.
+    plan = reconcile(job, [pod(0), pod(1)], T0 + timedelta(seconds=80), reading)
+    assert plan.status.phase == "Running" and plan.requeue_after == 10
+    plan = reconcile(job, [pod(0), pod(1)], T0 + timedelta(seconds=90), reading)
+    assert plan.status.restarts == 1
+    assert cond(plan, "Restarting") == ("True", "ProgressDeadlineExceeded")
+    assert reasons(plan) == ["GangRestart", "ProgressDeadlineExceeded"]
+
+
+def test_a_worker_vanishing_from_a_running_gang_restarts_it() -> None:
+    job = running_job()
+    plan = reconcile(job, [pod(0)], T0 + timedelta(seconds=5))
+    assert plan.status.restarts == 1
+    assert cond(plan, "Restarting") == ("True", "WorkerLost")
+
+
+def test_evicted_worker_without_exit_code_is_retried_under_exit_code_policy() -> None:
+    job = running_job(runPolicy={"restartPolicy": "ExitCode"})
+    plan = reconcile(job, [pod(0), pod(1, "Failed")], T0)
+    assert plan.status.restarts == 1
+
+
+def test_pod_view_reads_a_real_pod_object() -> None:
+    body = {
+        "metadata": {
+            "name": "j-worker-0",
+            "uid": "abc",
+            "creationTimestamp": "2026-01-01T12:00:00Z",
+            "labels": {
+                "trainyard.dev/job-name": "j",
+                "trainyard.dev/worker-index": "0",
+                "trainyard.dev/restart": "2",
+            },
+        },
+        "spec": {"nodeName": "n1"},
+        "status": {
+            "phase": "Failed",
+            "podIP": "127.1.0.5",
+            "containerStatuses": [
+                {"state": {"terminated": {"exitCode": 137, "message": "killed"}}}
+            ],
+        },
+    }
+    view = PodView.from_object(body)
+    assert view is not None
+    assert (view.index, view.restart, view.exit_code, view.ip) == (0, 2, 137, "127.1.0.5")
+    assert view.termination_message == "killed"
+    assert view.created == T0
+    assert PodView.from_object({"metadata": {"name": "x", "labels": {}}}) is None
