@@ -1,0 +1,278 @@
+"""The one module that talks to the Kubernetes API server (besides kopf's own watches).
+
+Typed async functions over the official `kubernetes` client: its calls are synchronous, so
+each runs on a bounded thread pool (TRAINYARD_API_CONCURRENCY) and the event loop never
+blocks. Every request is counted by verb in `trainyard_api_requests_total`, which is how the
+benchmark reports API requests per job. Responses the operator does not read are not
+deserialized (`_preload_content=False`): pods are large and the handlers only need to know
+that a call worked. Idempotence lives here too — "already exists" on create and "not found"
+or "uid changed" on delete are outcomes, not errors — so a restarted operator can replay a
+plan safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from trainyard_operator.api.constants import GROUP, KIND, PLURAL, VERSION
+from trainyard_operator.metrics import OperatorMetrics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# API groups of the two PodGroup flavours the builders know, and their resource paths.
+POD_GROUP_APIS: Mapping[str, tuple[str, str, str]] = {
+    "scheduler-plugins": ("scheduling.x-k8s.io", "v1alpha1", "podgroups"),
+    "volcano": ("scheduling.volcano.sh", "v1beta1", "podgroups"),
+}
+
+
+class ConflictError(Exception):
+    """The object changed since it was read (HTTP 409 on an update with a resourceVersion)."""
+
+
+class KubeClient:
+    """Async access to the few API calls the operator makes."""
+
+    def __init__(self, api: client.ApiClient, metrics: OperatorMetrics, concurrency: int) -> None:
+        self._api = api
+        self._core = client.CoreV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
+        self._metrics = metrics
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="kube-api")
+
+    @classmethod
+    def from_environment(cls, metrics: OperatorMetrics, concurrency: int) -> KubeClient:
+        """In-cluster credentials when running in a pod, else $KUBECONFIG (or ~/.kube/config)."""
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        # One connection per thread, so concurrent calls never queue on the urllib3 pool.
+        configuration.connection_pool_maxsize = concurrency
+        return cls(client.ApiClient(configuration), metrics, concurrency)
+
+    def close(self) -> None:
+        """Stop the thread pool and close connections."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._api.close()  # type: ignore[no-untyped-call]
+
+    async def _call(self, verb: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        self._metrics.api_requests.labels(verb=verb).inc()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, partial(fn, *args, **kwargs))
+
+    # --- children ---------------------------------------------------------------------------
+
+    async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> bool:
+        """Create a pod; False when one of that name already exists."""
+        return await self._create(self._core.create_namespaced_pod, namespace, body)
+
+    async def create_service(self, namespace: str, body: Mapping[str, Any]) -> bool:
+        """Create a Service; False when it already exists."""
+        return await self._create(self._core.create_namespaced_service, namespace, body)
+
+    async def create_pod_group(self, flavor: str, namespace: str, body: Mapping[str, Any]) -> bool:
+        """Create a PodGroup of the given flavour; False when it already exists."""
+        group, version, plural = POD_GROUP_APIS[flavor]
+        create = partial(self._custom.create_namespaced_custom_object, group, version)
+        return await self._create(lambda ns, b, **kw: create(ns, plural, b, **kw), namespace, body)
+
+    async def _create(
+        self, fn: Callable[..., Any], namespace: str, body: Mapping[str, Any]
+    ) -> bool:
+        try:
+            response: Any = await self._call("create", fn, namespace, body, _preload_content=False)
+            response.release_conn()
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise
+        return True
+
+    async def delete_pod(self, namespace: str, name: str, uid: str) -> None:
+        """Delete a pod if it is still the one with this uid (a reused name is left alone)."""
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        try:
+            response: Any = await self._call(
+                "delete",
+                self._core.delete_namespaced_pod,
+                name,
+                namespace,
+                body=options,
+                _preload_content=False,
+            )
+            response.release_conn()
+        except ApiException as err:
+            if err.status not in (404, 409):
+                raise
+
+    # --- the TrainingJob --------------------------------------------------------------------
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The TrainingJob as stored now; None when it is gone."""
+        try:
+            response: Any = await self._call(
+                "get",
+                self._custom.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                _preload_content=False,
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return _json(response)
+
+    async def patch_job_status(
+        self, namespace: str, name: str, resource_version: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch status, only if the job is still at resource_version; returns the job.
+
+        The precondition is what keeps a decision made on a stale view (say, a gang restart
+        counted twice) from ever being written: on ConflictError the caller re-reads, decides again.
+        """
+        patch = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        try:
+            response: Any = await self._call(
+                "patch",
+                self._custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                patch,
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
+        except ApiException as err:
+            if err.status == 409:
+                raise ConflictError(
+                    f"{namespace}/{name} changed since resourceVersion {resource_version}"
+                ) from err
+            raise
+        return _json(response)
+
+    async def delete_job(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the TrainingJob (children follow through the garbage collector)."""
+        options = client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(uid=uid), propagation_policy="Background"
+        )
+        try:
+            response: Any = await self._call(
+                "delete",
+                self._custom.delete_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                body=options,
+                _preload_content=False,
+            )
+            response.release_conn()
+        except ApiException as err:
+            if err.status not in (404, 409):
+                raise
+
+    async def post_event(
+        self, job: Mapping[str, Any], event_type: str, reason: str, message: str
+    ) -> None:
+        """Record a core/v1 Event on the TrainingJob (what `kubectl describe tj` lists)."""
+        meta = job.get("metadata") or {}
+        namespace = meta.get("namespace", "default")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {
+                "generateName": f"{meta.get('name', 'trainingjob')}.",
+                "namespace": namespace,
+            },
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "trainyard-operator"},
+            "reportingComponent": "trainyard.dev/operator",
+            "reportingInstance": "trainyard-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            response: Any = await self._call(
+                "create",
+                self._core.create_namespaced_event,
+                namespace,
+                body,
+                _preload_content=False,
+            )
+            response.release_conn()
+        except ApiException as err:
+            # An event is a courtesy: losing one must not stop a reconcile.
+            log.warning(
+                "could not post event %s on %s/%s: %s",
+                reason,
+                namespace,
+                meta.get("name"),
+                err.reason,
+            )
+
+    # --- discovery --------------------------------------------------------------------------
+
+    async def pod_group_flavor(self) -> str | None:
+        """Which PodGroup API the cluster serves (scheduler-plugins first), or None.
+
+        Uses API discovery, which every authenticated client may read, so the operator needs
+        no permission on CustomResourceDefinitions.
+        """
+        for flavor, (group, version, plural) in POD_GROUP_APIS.items():
+            try:
+                response: Any = await self._call(
+                    "get",
+                    self._api.call_api,
+                    f"/apis/{group}/{version}",
+                    "GET",
+                    header_params={"Accept": "application/json"},
+                    auth_settings=["BearerToken"],
+                    _return_http_data_only=True,
+                    _preload_content=False,
+                )
+            except ApiException as err:
+                if err.status in (403, 404):
+                    continue
+                raise
+            resources = _json(response).get("resources") or []
+            if any(r.get("name") == plural for r in resources):
+                return flavor
+        return None
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data = json.loads(response.data)
+    if not isinstance(data, dict):
+        raise ValueError("the API server returned a non-object")
+    return data
