@@ -1,0 +1,75 @@
+"""`python -m trainyard_trainer`: the worker-process entry point (run under torchrun).
+
+The order is the contract with the operator (docs/contracts.md): read `TRAINYARD_CONFIG`
+and load the dataset first, so a bad config or an empty dataPath exits with code 2 and one
+line naming the field before any process group or training exists; then form the process
+group (bounded wait for the master), run the job (`runner.run_job`), and exit 0. SIGTERM
+checkpoints and exits 143; any other failure writes `error: <cause>` as the termination
+message and exits 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+# Threads per process before torch starts its pools: several ranks share a node's cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402 - after the thread default above
+
+from trainyard_trainer.config import ConfigError, load_config_json  # noqa: E402
+from trainyard_trainer.datasets import load_dataset  # noqa: E402
+from trainyard_trainer.distributed import (  # noqa: E402
+    MasterUnreachableError,
+    init_distributed,
+    shutdown,
+)
+from trainyard_trainer.results import write_error  # noqa: E402
+from trainyard_trainer.runner import run_job  # noqa: E402
+from trainyard_trainer.train import PreemptedError, StopSignal  # noqa: E402
+
+EXIT_CONFIG = 2
+EXIT_SIGTERM = 143
+
+
+def _is_global_main() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def main() -> int:
+    stop = StopSignal()
+    stop.install()
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    try:
+        cfg = load_config_json(os.environ.get("TRAINYARD_CONFIG"))
+        bundle = load_dataset(cfg.trainer.dataset, cfg.trainer.data_path, cfg.trainer.model)
+    except ConfigError as exc:
+        print(f"trainyard-trainer: config error: {exc}", file=sys.stderr, flush=True)
+        if _is_global_main():
+            write_error(str(exc))
+        return EXIT_CONFIG
+    try:
+        ctx = init_distributed()
+    except MasterUnreachableError as exc:
+        print(f"trainyard-trainer: {exc}", file=sys.stderr, flush=True)
+        write_error(str(exc))
+        return 1
+    try:
+        run_job(cfg, bundle, ctx, stop)
+    except PreemptedError as exc:
+        print(f"[trainyard] stopping on {exc}; exit {EXIT_SIGTERM}", flush=True)
+        return EXIT_SIGTERM
+    except Exception as exc:
+        traceback.print_exc()
+        if ctx.is_main:
+            write_error(f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
