@@ -1,30 +1,87 @@
 """`TrainingJob.spec`: what a user asks for.
 
-Defaults and bounds here become the CRD's defaults and bounds; the rules that span fields
-(CEL) are attached by `crdgen` and mirrored by `validate_spec` for objects the operator reads
-from older CRD versions. Field docstrings become `kubectl explain` text.
+Defaults and bounds here become the CRD's defaults and bounds, and the rules that span
+fields are CEL (`x-kubernetes-validations`) attached to the model or field they are about, so
+the API server rejects a bad spec at admission with a message naming the field. `crdgen`
+turns all of it into the CRD; field docstrings become `kubectl explain` text. Strings and
+lists carry maximum sizes because the API server refuses CEL whose estimated cost is unbounded.
 """
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from trainyard_operator.api.base import ApiModel
-from trainyard_operator.api.constants import MAX_WORKERS
+from trainyard_operator.api.base import ApiModel, cel, validations
+from trainyard_operator.api.constants import (
+    MAX_WORKERS,
+    RESERVED_ENV,
+    RESERVED_ENV_PREFIXES,
+)
 
 ModelName = Literal["mlp", "cnn", "transformer"]
 DatasetName = Literal[
     "digits", "text", "synthetic", "mnist", "fashion-mnist", "cifar10", "imagefolder"
 ]
+# Datasets read from spec.trainer.dataPath (the others are embedded or generated).
+FILE_DATASETS = ("mnist", "fashion-mnist", "cifar10", "imagefolder")
+# Datasets of tokens, which only the transformer reads (synthetic serves every model).
+TOKEN_DATASETS = ("text",)
+MAX_PROCS_PER_WORKER = 64
+
+# Sizes that bound the API server's CEL cost estimate (and keep objects reasonable).
+ShortString = Annotated[str, Field(max_length=253)]
+LongString = Annotated[str, Field(max_length=4096)]
+
+
+def _quantity(field: str) -> Any:
+    """A Kubernetes quantity string, checked by the API server's quantity library."""
+    return Field(
+        min_length=1,
+        max_length=64,
+        json_schema_extra=validations(
+            cel("isQuantity(self)", f"{field} must be a Kubernetes quantity such as 1, 500m or 2Gi")
+        ),
+    )
+
+
+def _cel_list(names: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{n}'" for n in names) + "]"
+
+
+_RESERVED_RULE = f"!(self.name in {_cel_list(RESERVED_ENV)})" + "".join(
+    f" && !self.name.startsWith('{p}')" for p in RESERVED_ENV_PREFIXES
+)
+_RESERVED_TEXT = ", ".join([f"{p}*" for p in RESERVED_ENV_PREFIXES] + list(RESERVED_ENV))
 
 
 class EnvVar(ApiModel):
     """An extra environment variable for every worker container (core/v1 EnvVar)."""
 
-    name: Annotated[str, Field(min_length=1, max_length=253)]
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                _RESERVED_RULE,
+                f"spec.env[].name: {_RESERVED_TEXT} are reserved by the pod contract",
+                message_expression=(
+                    f"'spec.env[].name: ' + self.name + ' is reserved by the pod contract "
+                    f"({_RESERVED_TEXT})'"
+                ),
+                field_path=".name",
+                reason="FieldValueForbidden",
+            ),
+            cel(
+                "!(has(self.value) && has(self.valueFrom))",
+                "spec.env[]: set value or valueFrom, not both",
+                field_path=".valueFrom",
+            ),
+        )
+    )
+
+    # Printable ASCII without "=" (what the API server accepts for env names).
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[ -<>-~]+$")]
     """Variable name. The pod contract's names (PET_*, TRAINYARD_*, MASTER_ADDR, MASTER_PORT,
     NODE_RANK, WORLD_SIZE, RANK, LOCAL_RANK, LOCAL_WORLD_SIZE, PYTHONUNBUFFERED) are reserved."""
-    value: str | None = None
+    value: Annotated[str | None, Field(max_length=32768)] = None
     """Literal value."""
     value_from: dict[str, Any] | None = None
     """A core/v1 EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef)."""
@@ -35,14 +92,36 @@ class Resources(ApiModel):
 
     gpus: Annotated[int, Field(ge=0, le=64)] = 0
     """nvidia.com/gpu per worker (limits = requests). 0 runs on CPU with the gloo backend."""
-    cpu: str = "1"
+    cpu: Annotated[str, _quantity("spec.resources.cpu")] = "1"
     """CPU per worker, a Kubernetes quantity (e.g. "1", "500m")."""
-    memory: str = "2Gi"
+    memory: Annotated[str, _quantity("spec.resources.memory")] = "2Gi"
     """Memory per worker, a Kubernetes quantity (e.g. "2Gi")."""
 
 
 class TrainerConfig(ApiModel):
     """The built-in trainer (used when spec.command is empty)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                f"!(self.dataset in {_cel_list(FILE_DATASETS)}) || self.dataPath != ''",
+                "spec.trainer.dataPath is required for datasets " + ", ".join(FILE_DATASETS),
+                field_path=".dataPath",
+                reason="FieldValueRequired",
+            ),
+            cel(
+                f"self.model != 'transformer' || self.dataset in {_cel_list(TOKEN_DATASETS)}"
+                " || self.dataset == 'synthetic'",
+                "spec.trainer.model: transformer needs a token dataset (text or synthetic)",
+                field_path=".model",
+            ),
+            cel(
+                f"self.model == 'transformer' || !(self.dataset in {_cel_list(TOKEN_DATASETS)})",
+                "spec.trainer.dataset: text needs model transformer",
+                field_path=".dataset",
+            ),
+        )
+    )
 
     model: ModelName = "mlp"
     """Model family: mlp (784-512-256-128-10 shape, sized to the dataset), cnn, transformer
@@ -50,7 +129,7 @@ class TrainerConfig(ApiModel):
     dataset: DatasetName = "digits"
     """Dataset: digits (embedded), text (embedded English prose), synthetic, or mnist,
     fashion-mnist, cifar10, imagefolder read from dataPath."""
-    data_path: str = ""
+    data_path: LongString = ""
     """Directory holding the dataset files; required for mnist, fashion-mnist, cifar10 and
     imagefolder."""
     epochs: Annotated[int, Field(ge=1, le=100000)] = 10
@@ -109,6 +188,16 @@ class QuantizeStage(ApiModel):
 class CompressionStage(ApiModel):
     """One compression stage: exactly one of prune, distill, quantize."""
 
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "(has(self.prune) ? 1 : 0) + (has(self.distill) ? 1 : 0)"
+                " + (has(self.quantize) ? 1 : 0) == 1",
+                "spec.compression[]: each stage sets exactly one of prune, distill, quantize",
+            )
+        )
+    )
+
     prune: PruneStage | None = None
     """Prune the model."""
     distill: DistillStage | None = None
@@ -133,10 +222,12 @@ class CompressionStage(ApiModel):
 class OutputSpec(ApiModel):
     """Where artifacts and checkpoints go."""
 
-    volume_claim_name: str = ""
+    volume_claim_name: Annotated[
+        str, Field(max_length=253, pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$")
+    ] = ""
     """PersistentVolumeClaim mounted at path; "" uses an emptyDir (lost with the pods, so
     checkpoints survive a gang restart only on a PVC)."""
-    path: Annotated[str, Field(pattern=r"^/.*")] = "/output"
+    path: Annotated[str, Field(max_length=1024, pattern=r"^/.*")] = "/output"
     """Mount path inside the worker containers (absolute)."""
 
 
@@ -173,20 +264,20 @@ class RunPolicy(ApiModel):
 class Scheduling(ApiModel):
     """Placement of the worker pods."""
 
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, str] = Field(default_factory=dict, max_length=64)
     """Node labels the workers require."""
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list, max_length=64)
     """core/v1 Tolerations (the nvidia.com/gpu toleration is added when gpus > 0)."""
     affinity: dict[str, Any] = Field(default_factory=dict)
     """core/v1 Affinity."""
-    priority_class_name: str = ""
+    priority_class_name: ShortString = ""
     """PriorityClass of the worker pods (and the PodGroup)."""
-    scheduler_name: str = ""
+    scheduler_name: ShortString = ""
     """Scheduler for the worker pods ("" = the default scheduler)."""
     gang: Literal["Auto", "Enabled", "Disabled"] = "Auto"
     """Auto: create a PodGroup (minMember = workers) when a PodGroup CRD (scheduler-plugins or
     Volcano) is installed; Enabled: require one; Disabled: never."""
-    queue_name: str = ""
+    queue_name: ShortString = ""
     """Queue passed to Volcano (PodGroup spec.queue) and Kueue (kueue.x-k8s.io/queue-name)."""
 
 
@@ -209,28 +300,118 @@ class PodTemplateOverrides(ApiModel):
     (volumeMounts, envFrom) merged into the worker container, other keys set."""
 
 
+# Fields that shape the running gang: changing one of them while pods run would leave pods of
+# two shapes, so they may change only while the job is suspended (or in the same update that
+# suspends or resumes it) -- what Kubeflow and Kueue users expect.
+IMMUTABLE_WHILE_RUNNING = (
+    "workers",
+    "procsPerWorker",
+    "image",
+    "command",
+    "args",
+    "env",
+    "resources",
+    "trainer",
+    "compression",
+    "output",
+    "checkpoint",
+)
+
+
+def _unchanged(field: str) -> str:
+    # procsPerWorker is int-or-string; compare as strings so "auto" vs 2 is no type error.
+    if field == "procsPerWorker":
+        return "string(self.procsPerWorker) == string(oldSelf.procsPerWorker)"
+    return f"self.{field} == oldSelf.{field}"
+
+
+_STAGE_RULES = (
+    *(
+        cel(
+            f"self.filter(s, has(s.{kind})).size() <= 1",
+            f"spec.compression: at most one {kind} stage (per-stage results are keyed by name)",
+        )
+        for kind in ("prune", "distill", "quantize")
+    ),
+    cel(
+        "!self.exists(s, has(s.quantize)) || has(self[self.size() - 1].quantize)",
+        "spec.compression: quantize must be the last stage (an int8 model cannot be trained)",
+    ),
+)
+
+
 class TrainingJobSpec(ApiModel):
     """A distributed PyTorch training job: workers run torchrun, then compression stages."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.trainer.precision != 'fp16' || self.resources.gpus > 0",
+                "spec.trainer.precision: fp16 needs spec.resources.gpus > 0 (use bf16 on CPU)",
+                field_path=".trainer.precision",
+            ),
+            cel(
+                "self.resources.gpus == 0 || type(self.procsPerWorker) != int"
+                " || self.procsPerWorker <= self.resources.gpus",
+                "spec.procsPerWorker may not exceed spec.resources.gpus (one process per GPU)",
+                field_path=".procsPerWorker",
+            ),
+            cel(
+                "!self.compression.exists(s, has(s.quantize) && s.quantize.method == 'static')"
+                " || self.trainer.model == 'cnn'",
+                "spec.compression[].quantize.method: static quantization needs model cnn",
+                field_path=".compression",
+            ),
+            *(
+                cel(
+                    f"self.suspend || oldSelf.suspend || {_unchanged(field)}",
+                    f"spec.{field} may change only while the job is suspended "
+                    "(set spec.suspend: true first)",
+                    field_path=f".{field}",
+                    reason="FieldValueForbidden",
+                )
+                for field in IMMUTABLE_WHILE_RUNNING
+            ),
+        )
+    )
 
     suspend: bool = False
     """Suspended jobs have no pods; resuming starts the gang again (from the checkpoint)."""
     workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] = 1
     """Worker pods (torchrun nodes)."""
-    procs_per_worker: int | Literal["auto"] = "auto"
+    procs_per_worker: Annotated[
+        int | Literal["auto"],
+        Field(
+            json_schema_extra=validations(
+                cel(
+                    f"type(self) == int ? (self >= 1 && self <= {MAX_PROCS_PER_WORKER})"
+                    " : self == 'auto'",
+                    'spec.procsPerWorker must be "auto" or an integer from 1 to '
+                    f"{MAX_PROCS_PER_WORKER}",
+                )
+            )
+        ),
+    ] = "auto"
     """Processes per worker: "auto" = gpus per worker (1 without GPUs), or an integer >= 1."""
-    image: str = ""
+    image: Annotated[str, Field(max_length=1024)] = ""
     """Container image; "" uses the operator's configured trainer image."""
-    command: list[str] = Field(default_factory=list)
+    command: list[LongString] = Field(default_factory=list, max_length=64)
     """Your own program instead of the built-in trainer, run with the same env contract."""
-    args: list[str] = Field(default_factory=list)
+    args: list[LongString] = Field(default_factory=list, max_length=256)
     """Arguments to command."""
-    env: list[EnvVar] = Field(default_factory=list)
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=128,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     """Extra environment variables (contract names are reserved)."""
     resources: Resources = Field(default_factory=Resources)
     """Per-worker resources."""
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     """The built-in trainer's configuration."""
-    compression: list[CompressionStage] = Field(default_factory=list)
+    compression: list[CompressionStage] = Field(
+        default_factory=list, max_length=3, json_schema_extra=validations(*_STAGE_RULES)
+    )
     """Compression stages run in order after training; quantize must be last."""
     output: OutputSpec = Field(default_factory=OutputSpec)
     """Artifacts and checkpoints."""

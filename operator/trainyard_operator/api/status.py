@@ -6,7 +6,7 @@ from the pods, and `progress` comes from the trainer's metrics endpoint.
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from trainyard_operator.api.base import ApiModel
 
@@ -45,6 +45,16 @@ class WorkerCounts(ApiModel):
     """Pods that exited 0."""
     failed: int = 0
     """Pods that failed."""
+    summary: str = ""
+    """ready/desired, e.g. "1/2": the Workers column of `kubectl get tj`. Derived from the
+    counts whenever the object is built or parsed, so writers never set it."""
+
+    @model_validator(mode="after")
+    def _summarize(self) -> "WorkerCounts":
+        # A printer column takes one JSONPath and cannot join two numbers, so the status
+        # carries the joined text.
+        self.summary = f"{self.ready}/{self.desired}"
+        return self
 
 
 class Progress(ApiModel):
@@ -105,7 +115,12 @@ class TrainingJobStatus(ApiModel):
 
     phase: Phase = "Pending"
     """Pending, Running, Compressing, Restarting, Suspended, Succeeded or Failed."""
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        # metav1.Condition lists are maps keyed by type (one condition per type), which lets
+        # server-side apply merge them entry by entry.
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
     """metav1.Conditions keyed by type."""
     workers: WorkerCounts = Field(default_factory=WorkerCounts)
     """Worker pods by state."""
