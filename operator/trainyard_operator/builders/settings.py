@@ -1,0 +1,38 @@
+"""`BuildSettings`: the operator-wide choices the builders need besides the job itself.
+
+The handlers build one from the operator's settings (`trainyard_operator.settings`) at start
+and pass it to every builder call; it is frozen, so a builder's output depends only on its
+arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from trainyard_operator.api.constants import MASTER_PORT, METRICS_PORT
+
+PodGroupFlavor = Literal["scheduler-plugins", "volcano"]
+ImagePullPolicy = Literal["Always", "IfNotPresent", "Never"]
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Operator-wide inputs of the builders."""
+
+    trainer_image: str
+    """Image of jobs whose spec.image is empty."""
+    image_pull_policy: ImagePullPolicy = "IfNotPresent"
+    """imagePullPolicy of the worker container."""
+    metrics_port: int = METRICS_PORT
+    """Port of the trainer's metrics endpoint (container port `metrics`)."""
+    master_port: int = MASTER_PORT
+    """torchrun's static rendezvous port on worker 0 (container port `rdzv`)."""
+    automount_service_account_token: bool = False
+    """Trainer pods get no API credentials: results leave through the termination message."""
+    pod_group_flavor: PodGroupFlavor | None = None
+    """The PodGroup API installed in the cluster (None: none). When set, worker pods carry
+    that flavour's group label/annotation (and Volcano's scheduler name) unless the job's
+    scheduling.gang is Disabled -- set it together with creating the PodGroup."""
+    shm_size_limit: str | None = None
+    """sizeLimit of the memory-backed /dev/shm volume (None: bounded by the memory limit)."""
