@@ -1,0 +1,157 @@
+"""The fake-node agent follows the annotation rules of docs/contracts.md: what an operator
+test sees of pods on fake nodes (phase, exit code, termination message, waiting reasons,
+deletion) and of the nodes themselves (Ready, Lease heartbeats)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from trainyard_local.cluster import LocalCluster
+from trainyard_local.pytest_plugin import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def fake_pod(
+    name: str, annotations: dict[str, str] | None = None, image: str = ""
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "annotations": annotations or {}},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": image or "example.com/app:1"}],
+        },
+    }
+
+
+def phase_is(core: client.CoreV1Api, namespace: str, name: str, phase: str) -> Any:
+    def probe() -> client.V1Pod | None:
+        found = core.read_namespaced_pod(name, namespace)
+        return found if found.status and found.status.phase == phase else None
+
+    return wait_for(f"pod {name} to be {phase}", probe)
+
+
+def terminated(found: client.V1Pod) -> client.V1ContainerStateTerminated:
+    assert found.status and found.status.container_statuses
+    state = found.status.container_statuses[0].state
+    assert state and state.terminated
+    return state.terminated
+
+
+def waiting_reason(core: client.CoreV1Api, namespace: str, name: str) -> str:
+    found = core.read_namespaced_pod(name, namespace)
+    if not (found.status and found.status.container_statuses):
+        return ""
+    state = found.status.container_statuses[0].state
+    return state.waiting.reason or "" if state and state.waiting else ""
+
+
+def test_run_seconds_then_exit_zero_succeeds(api_client: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_pod(namespace, fake_pod("done", {"fake.trainyard.dev/run-seconds": "1"}))
+    running = phase_is(core, namespace, "done", "Running")
+    assert running.status.pod_ip.startswith("127.1.")
+    assert {c.type for c in running.status.conditions if c.status == "True"} >= {
+        "Ready",
+        "ContainersReady",
+        "PodScheduled",
+        "Initialized",
+    }
+    finished = phase_is(core, namespace, "done", "Succeeded")
+    state = terminated(finished)
+    assert (state.exit_code, state.reason) == (0, "Completed")
+
+
+def test_exit_code_and_termination_message_fail_the_pod(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api_client)
+    annotations = {
+        "fake.trainyard.dev/run-seconds": "0",
+        "fake.trainyard.dev/exit-code": "3",
+        "fake.trainyard.dev/termination-message": "error: trainer.epochs",
+    }
+    core.create_namespaced_pod(namespace, fake_pod("broken", annotations))
+    state = terminated(phase_is(core, namespace, "broken", "Failed"))
+    assert (state.exit_code, state.reason, state.message) == (3, "Error", "error: trainer.epochs")
+
+
+def test_annotating_a_running_pod_kills_it(api_client: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_pod(namespace, fake_pod("worker-1"))
+    phase_is(core, namespace, "worker-1", "Running")
+    core.patch_namespaced_pod(
+        "worker-1",
+        namespace,
+        {"metadata": {"annotations": {"fake.trainyard.dev/exit-code": "137"}}},
+    )
+    assert terminated(phase_is(core, namespace, "worker-1", "Failed")).exit_code == 137
+
+
+def test_waiting_reason_keeps_the_pod_pending(api_client: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api_client)
+    held = {"fake.trainyard.dev/waiting-reason": "CreateContainerConfigError"}
+    core.create_namespaced_pod(namespace, fake_pod("held", held))
+    wait_for(
+        "the waiting reason",
+        lambda: waiting_reason(core, namespace, "held") == "CreateContainerConfigError",
+    )
+    assert core.read_namespaced_pod("held", namespace).status.phase == "Pending"
+    # lifting the annotation lets it start, as fixing a missing ConfigMap would
+    core.patch_namespaced_pod(
+        "held",
+        namespace,
+        {"metadata": {"annotations": {"fake.trainyard.dev/waiting-reason": None}}},
+    )
+    phase_is(core, namespace, "held", "Running")
+
+
+def test_unresolvable_registry_gives_image_pull_errors(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_pod(namespace, fake_pod("pull", image="registry.invalid/missing:1"))
+    wait_for("ErrImagePull", lambda: waiting_reason(core, namespace, "pull") == "ErrImagePull")
+    wait_for(
+        "ImagePullBackOff", lambda: waiting_reason(core, namespace, "pull") == "ImagePullBackOff"
+    )
+    assert core.read_namespaced_pod("pull", namespace).status.phase == "Pending"
+
+
+def test_deleted_pod_is_removed_at_once(api_client: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_pod(namespace, fake_pod("victim"))
+    phase_is(core, namespace, "victim", "Running")
+    # the default 30 s grace period would keep it Terminating without an agent
+    core.delete_namespaced_pod("victim", namespace)
+
+    def gone() -> bool:
+        return not core.list_namespaced_pod(namespace, field_selector="metadata.name=victim").items
+
+    wait_for("the pod to disappear", gone, timeout=15)
+
+
+def test_nodes_are_ready_and_renew_their_leases(
+    api_client: client.ApiClient, local_cluster: LocalCluster
+) -> None:
+    core = client.CoreV1Api(api_client)
+    leases = client.CoordinationV1Api(api_client)
+    names = [spec.name for spec in local_cluster.node_specs]
+    for name in names:
+        node = core.read_node(name)
+        ready = [c for c in node.status.conditions if c.type == "Ready"]
+        assert ready and ready[0].status == "True"
+        assert not [t for t in node.spec.taints or [] if t.key == "node.kubernetes.io/not-ready"]
+    first = leases.read_namespaced_lease(names[0], "kube-node-lease").spec.renew_time
+    wait_for(
+        "a lease renewal",
+        lambda: leases.read_namespaced_lease(names[0], "kube-node-lease").spec.renew_time > first,
+        timeout=40,
+        interval=1.0,
+    )
