@@ -25,6 +25,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from trainyard_operator.api.constants import GROUP, KIND, PLURAL, VERSION
+from trainyard_operator.builders import PodGroupFlavor
 from trainyard_operator.metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # API groups of the two PodGroup flavours the builders know, and their resource paths.
-POD_GROUP_APIS: Mapping[str, tuple[str, str, str]] = {
+POD_GROUP_APIS: Mapping[PodGroupFlavor, tuple[str, str, str]] = {
     "scheduler-plugins": ("scheduling.x-k8s.io", "v1alpha1", "podgroups"),
     "volcano": ("scheduling.volcano.sh", "v1beta1", "podgroups"),
 }
@@ -84,7 +85,9 @@ class KubeClient:
         """Create a Service; False when it already exists."""
         return await self._create(self._core.create_namespaced_service, namespace, body)
 
-    async def create_pod_group(self, flavor: str, namespace: str, body: Mapping[str, Any]) -> bool:
+    async def create_pod_group(
+        self, flavor: PodGroupFlavor, namespace: str, body: Mapping[str, Any]
+    ) -> bool:
         """Create a PodGroup of the given flavour; False when it already exists."""
         group, version, plural = POD_GROUP_APIS[flavor]
         create = partial(self._custom.create_namespaced_custom_object, group, version)
@@ -243,7 +246,7 @@ class KubeClient:
 
     # --- discovery --------------------------------------------------------------------------
 
-    async def pod_group_flavor(self) -> str | None:
+    async def pod_group_flavor(self) -> PodGroupFlavor | None:
         """Which PodGroup API the cluster serves (scheduler-plugins first), or None.
 
         Uses API discovery, which every authenticated client may read, so the operator needs

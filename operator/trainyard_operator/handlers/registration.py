@@ -1,0 +1,131 @@
+"""The kopf handlers: thin glue from watch events to one `JobWorker` per TrainingJob.
+
+- startup: tune kopf (no annotations, no finalizers, no event posting of its own, no
+  cluster scanning — so the operator needs no CRD or namespace permissions), build the
+  shared `Runtime` and detect the PodGroup flavour;
+- an index of worker pods by (namespace, job), kept by kopf from its pod watch; kopf fills
+  indexes completely before it delivers any other event, so a restarted operator never sees
+  a job before its pods;
+- event handlers that hand each TrainingJob version to its worker and wake a job's worker
+  whenever one of its pods changes.
+Importing this module registers the handlers with kopf's default registry (`main` does it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import kopf
+
+from trainyard_operator.api.constants import GROUP, LABEL_JOB_NAME, PLURAL, VERSION
+from trainyard_operator.builders import BuildSettings
+from trainyard_operator.clients import KubeClient
+from trainyard_operator.handlers.runtime import Runtime
+from trainyard_operator.handlers.worker import JobWorker
+from trainyard_operator.metrics import OperatorMetrics
+from trainyard_operator.settings import OperatorSettings
+from trainyard_operator.status import PodView
+
+log = logging.getLogger(__name__)
+
+WORKER_PODS = {LABEL_JOB_NAME: kopf.PRESENT}
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Tune kopf and build the runtime every other handler uses."""
+    # kopf's persistence (progress and diff-base annotations) is left unused on purpose:
+    # there are no change handlers to persist, and no daemons, timers or deletion handlers
+    # that would need a finalizer, so kopf writes nothing to TrainingJobs or pods.
+    # Our own events carry specific reasons; kopf's "Handler succeeded" ones would be noise.
+    settings.posting.enabled = False
+    # Serve only what exists at start-up and the namespaces given: no list/watch permission
+    # on CustomResourceDefinitions or Namespaces is needed.
+    settings.scanning.disabled = True
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.batching.batch_window = 0.05
+
+    config: OperatorSettings = memo["settings"]
+    metrics: OperatorMetrics = memo["metrics"]
+    client = KubeClient.from_environment(metrics, config.api_concurrency)
+    http = aiohttp.ClientSession()
+    flavor = await client.pod_group_flavor()
+    runtime = Runtime(
+        settings=config,
+        metrics=metrics,
+        client=client,
+        http=http,
+        build=BuildSettings(trainer_image=config.trainer_image, pod_group_flavor=flavor),
+        pod_group_flavor=flavor,
+    )
+    log.info(
+        "gang scheduling: %s",
+        f"PodGroups ({runtime.pod_group_flavor})"
+        if runtime.pod_group_flavor
+        else "no PodGroup API",
+    )
+    memo["runtime"] = runtime
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    """Stop every job worker and close connections."""
+    runtime: Runtime | None = memo.get("runtime")
+    if runtime is None:
+        return
+    for worker in list(runtime.workers.values()):
+        await worker.stop()
+    await runtime.http.close()
+    runtime.client.close()
+
+
+@kopf.index("pods", labels=WORKER_PODS)
+async def worker_pods(body: kopf.Body, **_: Any) -> dict[tuple[str, str], PodView] | None:
+    """Worker pods by (namespace, job name), as small immutable views."""
+    view = PodView.from_object(body)
+    if view is None:
+        return None
+    return {(body.metadata.namespace or "", view.job): view}
+
+
+@kopf.on.event("pods", labels=WORKER_PODS)
+async def pod_changed(
+    *, namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any
+) -> None:
+    """Wake the worker of the pod's job (async: kopf would run a sync one in a thread)."""
+    runtime: Runtime = memo["runtime"]
+    runtime.pods = kwargs["worker_pods"]
+    worker = runtime.workers.get((namespace or "", labels.get(LABEL_JOB_NAME, "")))
+    if worker is not None:
+        worker.poke()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def job_changed(*, event: kopf.RawEvent, memo: Any, **kwargs: Any) -> None:
+    """Start, update or stop the worker of this TrainingJob."""
+    runtime: Runtime = memo["runtime"]
+    # kopf passes each index as a keyword named after its function.
+    runtime.pods = kwargs["worker_pods"]
+    body = event["object"]
+    meta = body.get("metadata") or {}
+    key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+    worker = runtime.workers.get(key)
+    if worker is not None and worker.body.get("metadata", {}).get("uid") != meta.get("uid"):
+        # A new job under an old name: its predecessor's worker must not act for it.
+        await worker.stop()
+        runtime.workers.pop(key, None)
+        worker = None
+    if event["type"] == "DELETED":
+        if worker is not None:
+            await worker.stop()
+            runtime.workers.pop(key, None)
+        runtime.metrics.forget(*key)
+        return
+    if worker is None:
+        runtime.workers[key] = JobWorker(runtime, key, body)
+    else:
+        worker.offer(body)

@@ -1,0 +1,335 @@
+"""One `JobWorker` per TrainingJob: a small asyncio loop that reconciles that job alone.
+
+kopf's watch events (the job itself, or any of its pods, see `handlers.registration`) wake
+the worker; the worker then runs one pass: read the job and its pods from memory, ask
+`status.reconcile` for a plan, write the status (with a resourceVersion precondition), then
+delete, create and post events through `clients`. Timers (deadlines, TTL, the scheduling
+timeout, progress reads) come back as a requeue delay, so an idle job costs no API requests.
+
+Why a loop of our own and not `kopf.daemon`/`kopf.timer`: those require a finalizer on every
+TrainingJob, which would make a job undeletable while the operator is down; with this loop
+kopf writes nothing to the objects at all.
+
+The worker remembers the creations and deletions it issued until the watch reports them
+("expectations", as in Kubernetes controllers), so a burst of events before the cache
+catches up does not repeat API calls; names are deterministic, so a repeat would be harmless
+anyway (409 AlreadyExists).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from trainyard_operator.api.job import TrainingJob
+from trainyard_operator.api.status import Progress, TrainingJobStatus
+from trainyard_operator.builders.podgroup import pod_group
+from trainyard_operator.builders.pods import worker_pod
+from trainyard_operator.builders.service import headless_service
+from trainyard_operator.clients import ConflictError
+from trainyard_operator.handlers.progress import read_progress
+from trainyard_operator.handlers.runtime import JobKey, Runtime
+from trainyard_operator.status import Plan, PodView, reconcile
+from trainyard_operator.status.conditions import get_condition
+
+log = logging.getLogger(__name__)
+
+# A burst of pod events (4 pods going Running within milliseconds) becomes one pass.
+DEBOUNCE_SECONDS = 0.05
+# An expectation the watch never confirmed is dropped after this long (then re-checked).
+EXPECTATION_TTL_SECONDS = 30.0
+ACTIVE_PHASES = ("Running", "Compressing")
+
+
+class JobWorker:
+    """Reconciles one TrainingJob; lives as long as the job (or the operator) does."""
+
+    def __init__(self, runtime: Runtime, key: JobKey, body: Mapping[str, Any]) -> None:
+        self.runtime = runtime
+        self.key = key
+        self.body: dict[str, Any] = dict(body)
+        self.wake = asyncio.Event()
+        self.wake.set()
+        self._created: dict[tuple[str, int], float] = {}
+        self._deleted: dict[str, float] = {}
+        self._children_for: str | None = None
+        self._last_read = 0.0
+        self._timed_running = False
+        self._invalid_generation: int | None = None
+        self.task = asyncio.create_task(self._loop(), name=f"trainingjob {key[0]}/{key[1]}")
+
+    # --- inputs from the watch ---------------------------------------------------------------
+
+    def offer(self, body: Mapping[str, Any]) -> None:
+        """A newer version of the job arrived from the watch: take it and wake up."""
+        if _resource_version(body) >= _resource_version(self.body):
+            self.body = dict(body)
+        self.wake.set()
+
+    def poke(self) -> None:
+        """One of the job's pods changed."""
+        self.wake.set()
+
+    async def stop(self) -> None:
+        """The job is gone (or the operator stops)."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        backoff = 1.0
+        while True:
+            await asyncio.sleep(DEBOUNCE_SECONDS)
+            self.wake.clear()
+            started = time.perf_counter()
+            try:
+                delay = await self._pass()
+                backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconcile of %s/%s failed; retrying in %.0fs", *self.key, backoff)
+                delay = backoff
+                backoff = min(backoff * 2, 60.0)
+            finally:
+                self.runtime.metrics.reconcile_duration.observe(time.perf_counter() - started)
+            if delay is not None and delay <= 0:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=delay)
+
+    async def _pass(self) -> float | None:
+        """One reconcile pass; returns when to look again (None: on the next event only)."""
+        rt = self.runtime
+        try:
+            job = TrainingJob.from_object(self.body)
+        except ValidationError as err:
+            await self._reject(err)
+            return None
+        if job.deletion_timestamp:
+            return None
+        pods = rt.pods_of(self.key)
+        self._forget_confirmed(pods)
+        now = datetime.now(UTC)
+        progress = await self._progress(job, pods)
+        plan = reconcile(job, pods, now, progress)
+
+        if _wire(plan.status) != _wire(job.status):
+            try:
+                self.body = await rt.client.patch_job_status(
+                    job.namespace, job.name, _resource_version_text(self.body), _patch(plan.status)
+                )
+            except ConflictError:
+                fresh = await rt.client.get_job(job.namespace, job.name)
+                if fresh is None:
+                    return None
+                self.body = fresh
+                return 0.0
+            self._record(job, plan, now)
+        rt.metrics.set_phase(job.namespace, job.name, plan.status.phase)
+
+        if plan.delete_job:
+            log.info("ttlSecondsAfterFinished passed: deleting %s/%s", *self.key)
+            await rt.client.delete_job(job.namespace, job.name, job.uid)
+            return None
+        if plan.ensure_children and self._children_for != job.uid:
+            await self._ensure_children(job)
+        await self._delete(job, plan)
+        await self._create(job, plan)
+        for event in plan.events:
+            await rt.client.post_event(self.body, event.type, event.reason, event.message)
+        return self._next_look(plan)
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    async def _progress(self, job: TrainingJob, pods: list[PodView]) -> Progress | None:
+        """A fresh reading of worker 0's metrics, at most every progress interval."""
+        rt = self.runtime
+        if job.status.phase not in ACTIVE_PHASES:
+            return None
+        if time.monotonic() - self._last_read < rt.settings.progress_interval_seconds:
+            return None
+        master = next(
+            (
+                p
+                for p in pods
+                if p.index == 0 and p.restart == job.status.restarts and p.phase == "Running"
+            ),
+            None,
+        )
+        if master is None or not master.ip:
+            return None
+        self._last_read = time.monotonic()
+        reading = await read_progress(rt.http, master.ip, rt.settings.progress_timeout_seconds)
+        if reading is not None:
+            rt.metrics.set_progress(job.namespace, job.name, reading.percent, reading.loss)
+        return reading
+
+    async def _ensure_children(self, job: TrainingJob) -> None:
+        rt = self.runtime
+        await rt.client.create_service(job.namespace, headless_service(job))
+        gang = job.spec.scheduling.gang
+        if rt.pod_group_flavor and gang != "Disabled":
+            body = pod_group(job, rt.pod_group_flavor)
+            await rt.client.create_pod_group(rt.pod_group_flavor, job.namespace, body)
+        elif gang == "Enabled":
+            await rt.client.post_event(
+                self.body,
+                "Warning",
+                "GangSchedulingUnavailable",
+                "scheduling.gang is Enabled but no PodGroup API (scheduler-plugins or Volcano) "
+                "is installed; pods are scheduled one by one",
+            )
+        self._children_for = job.uid
+
+    async def _delete(self, job: TrainingJob, plan: Plan) -> None:
+        now = time.monotonic()
+        todo = [ref for ref in plan.delete_pods if ref.uid not in self._deleted]
+        for ref in todo:
+            self._deleted[ref.uid] = now
+        await asyncio.gather(
+            *(self.runtime.client.delete_pod(job.namespace, r.name, r.uid) for r in todo)
+        )
+
+    async def _create(self, job: TrainingJob, plan: Plan) -> None:
+        rt = self.runtime
+        now = time.monotonic()
+        names = {i: f"{job.name}-worker-{i}" for i in plan.create_workers}
+        todo = [i for i in plan.create_workers if (names[i], plan.gang) not in self._created]
+        if not todo:
+            return
+        # Build from the job as just written, so the pods carry the attempt being started.
+        current = job.model_copy(update={"status": plan.status})
+        for i in todo:
+            self._created[(names[i], plan.gang)] = now
+        results = await asyncio.gather(
+            *(
+                rt.client.create_pod(job.namespace, worker_pod(current, i, plan.gang, rt.build))
+                for i in todo
+            ),
+            return_exceptions=True,
+        )
+        for i, result in zip(todo, results, strict=True):
+            if isinstance(result, BaseException):
+                # Forget the expectation so the next pass tries again.
+                self._created.pop((names[i], plan.gang), None)
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                log.warning("creating %s in %s failed: %s", names[i], job.namespace, result)
+        if any(isinstance(r, BaseException) for r in results):
+            raise RuntimeError(f"could not create every worker of {job.namespace}/{job.name}")
+
+    def _forget_confirmed(self, pods: list[PodView]) -> None:
+        """Drop expectations the watch has confirmed (or that are too old to trust)."""
+        now = time.monotonic()
+        seen = {(p.name, p.restart) for p in pods}
+        live = {p.uid for p in pods}
+        self._created = {
+            k: t
+            for k, t in self._created.items()
+            if k not in seen and now - t < EXPECTATION_TTL_SECONDS
+        }
+        self._deleted = {
+            uid: t
+            for uid, t in self._deleted.items()
+            if uid in live and now - t < EXPECTATION_TTL_SECONDS
+        }
+
+    def _next_look(self, plan: Plan) -> float | None:
+        delays = [plan.requeue_after] if plan.requeue_after is not None else []
+        if plan.status.phase in ACTIVE_PHASES:
+            delays.append(self.runtime.settings.progress_interval_seconds)
+        if self._created or self._deleted:
+            # The watch normally confirms within milliseconds; look again in case it does not.
+            delays.append(EXPECTATION_TTL_SECONDS)
+        return min(delays) if delays else None
+
+    def _record(self, job: TrainingJob, plan: Plan, now: datetime) -> None:
+        """Count what this pass changed (after the status write succeeded, so exactly once)."""
+        m = self.runtime.metrics
+        old, new = job.status, plan.status
+        ns = job.namespace
+        if old.observed_generation is None:
+            m.created.labels(namespace=ns).inc()
+        if new.phase != old.phase:
+            if new.phase == "Succeeded":
+                m.succeeded.labels(namespace=ns).inc()
+            elif new.phase == "Failed":
+                failed = get_condition(new.conditions, "Failed")
+                m.failed.labels(namespace=ns, reason=failed.reason if failed else "Unknown").inc()
+            first_run = (
+                new.phase in ACTIVE_PHASES
+                and new.restarts == 0
+                and get_condition(new.conditions, "Suspended") is None
+                and not self._timed_running
+            )
+            if first_run and job.creation_timestamp:
+                created = datetime.fromisoformat(job.creation_timestamp.replace("Z", "+00:00"))
+                m.time_to_running.observe(max(0.0, (now - created).total_seconds()))
+                self._timed_running = True
+        if new.restarts > old.restarts:
+            restarting = get_condition(new.conditions, "Restarting")
+            reason = restarting.reason if restarting else "Unknown"
+            m.restarted.labels(namespace=ns, reason=reason).inc()
+
+    async def _reject(self, err: ValidationError) -> None:
+        """An object the API server accepted but this operator cannot read (an older CRD)."""
+        generation = int((self.body.get("metadata") or {}).get("generation", 0))
+        if self._invalid_generation == generation:
+            return
+        self._invalid_generation = generation
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        await self.runtime.client.post_event(
+            self.body, "Warning", "InvalidSpec", f"spec.{where}: {first['msg']}"
+        )
+
+
+def _resource_version(body: Mapping[str, Any]) -> int:
+    # Resource versions are opaque in general; with etcd they are increasing integers, which
+    # lets a late watch event never overwrite the newer object a status write returned.
+    text = _resource_version_text(body)
+    return int(text) if text.isdigit() else 0
+
+
+def _resource_version_text(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("resourceVersion", ""))
+
+
+def _wire(status: TrainingJobStatus) -> dict[str, object]:
+    return status.to_wire()
+
+
+def _patch(status: TrainingJobStatus) -> dict[str, Any]:
+    """A JSON merge patch that makes the stored status equal to `status`.
+
+    Fields that are None become null (a merge patch's way to delete a key, e.g. startTime on
+    suspend); lists are written without nulls because a merge patch replaces them whole.
+    """
+    full: dict[str, Any] = status.model_dump(by_alias=True, mode="json")
+    return {key: _strip_nulls_in_lists(value) for key, value in full.items()}
+
+
+def _strip_nulls_in_lists(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_drop_nulls(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _strip_nulls_in_lists(v) for k, v in value.items()}
+    return value
+
+
+def _drop_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(item) for item in value]
+    return value
