@@ -80,13 +80,19 @@ def gang_membership(job: TrainingJob, settings: BuildSettings) -> GangMembership
     return GangMembership(labels, annotations, scheduler)
 
 
-_BINARY_SUFFIXES = (
+_SUFFIXES = (
     ("Ei", 1024**6),
     ("Pi", 1024**5),
     ("Ti", 1024**4),
     ("Gi", 1024**3),
     ("Mi", 1024**2),
     ("Ki", 1024),
+    ("E", 1000**6),
+    ("P", 1000**5),
+    ("T", 1000**4),
+    ("G", 1000**3),
+    ("M", 1000**2),
+    ("k", 1000),
 )
 
 
@@ -96,14 +102,15 @@ def _parse(quantity: str) -> Decimal:
 
 
 def format_quantity(value: Decimal, *, binary: bool) -> str:
-    """A Kubernetes quantity string for `value` (binary suffixes for byte counts)."""
+    """A Kubernetes quantity string for `value`; byte counts (`binary`) get the shortest
+    exact suffix (3Gi, 2G, 1536Mi)."""
     if value == value.to_integral_value():
         number = int(value)
-        if binary:
-            for suffix, unit in _BINARY_SUFFIXES:
-                if number and number % unit == 0:
-                    return f"{number // unit}{suffix}"
-        return str(number)
+        candidates = [str(number)]
+        if binary and number:
+            candidates += [f"{number // unit}{s}" for s, unit in _SUFFIXES if number % unit == 0]
+        # min() keeps the first of equally short texts: binary suffixes come first.
+        return min(candidates, key=len)
     # Fractions are written in thousandths (millicores); the API server rounds finer
     # values up to 1m, so round the same way.
     milli = (value * 1000).to_integral_value(rounding=ROUND_CEILING)
