@@ -37,10 +37,12 @@ crds: venv ## regenerate crds/ and the chart's copy from the pydantic models
 	$(PY) -m trainyard_operator.api.crdgen --out crds/ --chart deploy/helm/trainyard
 
 prometheus: ## install Debian's prometheus when missing (the e2e test and the demo scrape with it)
-	@command -v prometheus >/dev/null || test -x /usr/bin/prometheus || \
-	  { (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
-	@# the package's postinst starts a daemon on :9090 where an init system runs; ours starts its own
-	-@pkill -x prometheus 2>/dev/null || true
+	@command -v prometheus >/dev/null || test -x /usr/bin/prometheus || { \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  ($$sudo apt-get update -qq || true) && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@# Where an init system runs, the package also starts a system daemon on :9090; the demo
+	@# and the tests start their own on a free port and never touch (or kill) that one.
 
 lint: venv ## ruff, mypy strict and the import layers
 	$(VENV)/bin/ruff check .
@@ -62,3 +64,56 @@ test-integration: venv local-binaries
 
 test-e2e: venv local-binaries prometheus
 	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
+
+# -- demo, Helm and the kind path (docs/kind.md) ------------------------------------------------
+KIND_CLUSTER ?= trainyard
+IMAGE_TAG ?= 0.1.0
+OPERATOR_IMAGE ?= trainyard-operator:$(IMAGE_TAG)
+TRAINER_IMAGE ?= trainyard-trainer:$(IMAGE_TAG)
+HELM_RELEASE ?= trainyard
+HELM_NAMESPACE ?= trainyard-system
+# helm and kubectl: the ones on PATH, else the pinned builds of `make local-binaries`
+BIN_DIR = $(shell $(PY) -c 'from trainyard_local.binaries import default_bin_dir; print(default_bin_dir())' 2>/dev/null)
+HELM ?= $(or $(shell command -v helm),$(BIN_DIR)/helm)
+KUBECTL ?= $(or $(shell command -v kubectl),$(BIN_DIR)/kubectl)
+
+demo: venv local-binaries prometheus ## the whole flow: kind where it can run, else the embedded cluster
+	OMP_NUM_THREADS=1 $(PY) -m trainyard_local.demo up
+
+demo-down: venv ## stop the demo's operator, Prometheus and cluster
+	$(PY) -m trainyard_local.demo down
+
+helm-lint: venv local-binaries ## helm lint the chart (default values, and with every switch on)
+	$(HELM) lint deploy/helm/trainyard
+	$(HELM) lint deploy/helm/trainyard --set monitoring.serviceMonitor.enabled=true \
+	  --set monitoring.podMonitor.enabled=true --set monitoring.prometheusRule.enabled=true \
+	  --set monitoring.grafanaDashboard.enabled=true --set networkPolicy.enabled=true
+
+helm-sync: ## copy deploy/monitoring's alerts and dashboard into the chart (a test checks they match)
+	cp deploy/monitoring/alerts.yaml deploy/helm/trainyard/files/alerts.yaml
+	cp deploy/monitoring/grafana-dashboard.json deploy/helm/trainyard/files/dashboard.json
+
+kind-up: ## create the kind cluster (needs Docker and kind)
+	kind get clusters | grep -qx '$(KIND_CLUSTER)' || \
+	  kind create cluster --name $(KIND_CLUSTER) --config deploy/kind/cluster.yaml --wait 120s
+
+images: ## build the operator and the CPU-only trainer images
+	docker build -t $(OPERATOR_IMAGE) .
+	docker build -t $(TRAINER_IMAGE) -f trainer-image/Dockerfile .
+
+kind-load: ## load both images into the kind nodes (no registry needed)
+	kind load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(TRAINER_IMAGE)
+
+deploy: ## helm upgrade --install the chart into the current kube context
+	$(HELM) upgrade --install $(HELM_RELEASE) deploy/helm/trainyard \
+	  --namespace $(HELM_NAMESPACE) --create-namespace --wait --timeout 5m \
+	  --set image.repository=$(firstword $(subst :, ,$(OPERATOR_IMAGE))) --set image.tag=$(IMAGE_TAG) \
+	  --set image.pullPolicy=IfNotPresent --set operator.trainerImage=$(TRAINER_IMAGE)
+
+demo-kind: venv kind-up images kind-load ## the demo on kind: images, load, deploy, apply the example, follow it
+	$(MAKE) deploy HELM="$(HELM) --kube-context kind-$(KIND_CLUSTER)"
+	$(KUBECTL) config view --raw --minify --context kind-$(KIND_CLUSTER) > .kind-kubeconfig
+	$(PY) -m trainyard_local.demo follow --kubeconfig .kind-kubeconfig
+
+kind-down: ## delete the kind cluster
+	kind delete cluster --name $(KIND_CLUSTER)
