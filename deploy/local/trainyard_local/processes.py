@@ -51,11 +51,13 @@ def free_ports(count: int) -> list[int]:
 
 def _tied(argv: Sequence[str]) -> list[str]:
     # util-linux's setpriv sets the parent-death signal and then execs the component: if the
-    # test session that started the cluster is killed, the kernel sends the component SIGTERM
-    # instead of leaving it running. (A preexec_fn could do the same, but is unsafe in a
-    # parent with threads.) Without setpriv the component simply outlives a killed parent.
+    # test session that started the cluster is killed, the kernel kills the component instead
+    # of leaving it running. SIGKILL, not SIGTERM: a terminating kube-apiserver waits for an
+    # etcd that may already be gone, and the state of a test cluster is disposable. (A
+    # preexec_fn could do the same, but is unsafe in a parent with threads.) Without setpriv
+    # the component simply outlives a killed parent.
     setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else list(argv)
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else list(argv)
 
 
 def spawn(
