@@ -256,12 +256,9 @@ class KubeClient:
             try:
                 response: Any = await self._call(
                     "get",
-                    self._api.call_api,
-                    f"/apis/{group}/{version}",
-                    "GET",
-                    header_params={"Accept": "application/json"},
-                    auth_settings=["BearerToken"],
-                    _return_http_data_only=True,
+                    self._custom.get_api_resources,
+                    group,
+                    version,
                     _preload_content=False,
                 )
             except ApiException as err:

@@ -1,0 +1,95 @@
+"""A TrainingJob's life as a user watches it: pods created, Running, Succeeded with results,
+and every child gone when the job is deleted. The operator runs as a subprocess under its own
+ServiceAccount (operator_fixtures); pods are driven by the fake-node agent's annotations."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from integration.operator_fixtures import Jobs, condition, wait_for
+from trainyard_local.operator_process import OperatorProcess
+from trainyard_local.pytest_plugin import Kubectl
+
+pytestmark = pytest.mark.integration
+
+RESULTS = {
+    "accuracy": 0.97,
+    "parameters": 567434,
+    "modelBytes": 2270000,
+    "stages": [{"name": "train", "accuracy": 0.97, "modelBytes": 2270000, "seconds": 3.1}],
+    "artifactPath": "/output/model-final.pt",
+}
+
+
+def test_running_job_shows_conditions_and_printer_columns(
+    operator: OperatorProcess, jobs: Jobs, kubectl: Kubectl, namespace: str
+) -> None:
+    jobs.create("alive", workers=2)
+    status = jobs.wait_phase("alive", "Running")
+    assert status["workers"]["desired"] == 2
+    assert status["workers"]["ready"] == 2
+    assert status["startTime"]
+    generation = jobs.get("alive")["metadata"]["generation"]  # type: ignore[index]
+    for kind in ("Created", "Running"):
+        cond = condition(status, kind)
+        assert cond is not None and cond["status"] == "True", status["conditions"]
+        assert cond["observedGeneration"] == generation
+    assert status["observedGeneration"] == generation
+    assert jobs.reasons("alive") == ["WorkersCreated"]
+
+    table = kubectl("get", "tj", "-n", namespace)
+    assert table.returncode == 0, table.stderr
+    header, row = table.stdout.splitlines()[:2]
+    for column in ("NAME", "PHASE", "WORKERS", "RESTARTS", "AGE"):
+        assert column in header, header
+    assert row.split()[:3] == ["alive", "Running", "2/2"], table.stdout
+
+
+def test_all_workers_exiting_zero_succeed_with_results(
+    operator: OperatorProcess, jobs: Jobs
+) -> None:
+    jobs.create(
+        "done",
+        workers=2,
+        pod_annotations={
+            "fake.trainyard.dev/run-seconds": "1",
+            "fake.trainyard.dev/termination-message": json.dumps(RESULTS),
+        },
+    )
+    status = jobs.wait_phase("done", "Succeeded")
+    assert status["completionTime"] >= status["startTime"]
+    assert status["results"]["accuracy"] == 0.97
+    assert status["results"]["modelBytes"] == 2270000
+    assert status["results"]["stages"][0]["name"] == "train"
+    assert status["results"]["artifactPath"] == "/output/model-final.pt"
+    assert status["progress"]["percent"] == 100
+    succeeded = condition(status, "Succeeded")
+    assert succeeded is not None and succeeded["status"] == "True"
+    running = condition(status, "Running")
+    assert running is not None and running["status"] == "False"
+    assert jobs.wait_event("done", "Succeeded")[0] == "Normal"
+    # Succeeded pods are kept (cleanPodPolicy Running) so their logs stay readable.
+    assert jobs.pod_phases("done") == ["Succeeded", "Succeeded"]
+
+
+def test_deleting_the_job_removes_every_child(
+    operator: OperatorProcess, jobs: Jobs, namespace: str
+) -> None:
+    jobs.create("gone", workers=3)
+    jobs.wait_phase("gone", "Running")
+    assert jobs.core.read_namespaced_service("gone", namespace).spec.cluster_ip == "None"
+    jobs.delete("gone")
+    wait_for("the garbage collector to delete the pods", lambda: not jobs.pods("gone"))
+
+    def service_gone() -> bool:
+        try:
+            jobs.core.read_namespaced_service("gone", namespace)
+        except ApiException as err:
+            return err.status == 404
+        return False
+
+    wait_for("the garbage collector to delete the Service", service_gone)
+    assert jobs.get("gone") is None
