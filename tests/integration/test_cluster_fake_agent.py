@@ -155,3 +155,17 @@ def test_nodes_are_ready_and_renew_their_leases(
         timeout=40,
         interval=1.0,
     )
+
+
+def test_malformed_annotation_is_reported_on_the_pod(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_pod(namespace, fake_pod("typo", {"fake.trainyard.dev/exit-code": "x"}))
+    wait_for(
+        "CreateContainerConfigError",
+        lambda: waiting_reason(core, namespace, "typo") == "CreateContainerConfigError",
+    )
+    status = core.read_namespaced_pod("typo", namespace).status
+    message = status.container_statuses[0].state.waiting.message
+    assert message == "fake.trainyard.dev/exit-code: 'x' is not an integer"

@@ -116,6 +116,8 @@ class PodRecord:
     reported: dict[str, Any] | None = None
     transitions: dict[str, tuple[str, str]] = field(default_factory=dict)
     finished: bool = False
+    #: why the runner could not start the pod; reported as CreateContainerError
+    start_error: str = ""
 
 
 def _state_json(state: ContainerState) -> dict[str, Any]:
@@ -243,34 +245,37 @@ class Agent:
 
     def register_nodes(self, core: client.CoreV1Api) -> None:
         for spec in self.specs.values():
-            manifest = nodes.node_manifest(spec, cluster=self.cluster, runner=self.runner_name)
-            try:
-                body = client.V1Node.model_validate(manifest)
-                core.create_node(body=body, _preload_content=False)
-            except ApiException as error:
-                if error.status != 409:
-                    raise
-                # it exists (agent or cluster restart): take it over with our labels and taints
-                core.patch_node(
-                    spec.name,
-                    body={
-                        "metadata": {"labels": manifest["metadata"]["labels"]},
-                        "spec": {"taints": manifest["spec"]["taints"]},
-                    },
-                    _content_type=MERGE_PATCH,
-                    _preload_content=False,
-                )
-            self._send_node_status(core, spec)
-            self._renew_lease(core, spec.name)
-            # the not-ready taint that admission put on the new node: a kubelet's Ready status
-            # would make the node-lifecycle controller lift it; do it now to save seconds
+            self.register_node(core, spec)
+
+    def register_node(self, core: client.CoreV1Api, spec: nodes.NodeSpec) -> None:
+        manifest = nodes.node_manifest(spec, cluster=self.cluster, runner=self.runner_name)
+        try:
+            body = client.V1Node.model_validate(manifest)
+            core.create_node(body=body, _preload_content=False)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            # it exists (agent or cluster restart): take it over with our labels and taints
             core.patch_node(
                 spec.name,
-                body={"spec": {"taints": manifest["spec"]["taints"]}},
+                body={
+                    "metadata": {"labels": manifest["metadata"]["labels"]},
+                    "spec": {"taints": manifest["spec"]["taints"]},
+                },
                 _content_type=MERGE_PATCH,
                 _preload_content=False,
             )
-            log.info("node %s registered (%s)", spec.name, spec.capacity)
+        self._send_node_status(core, spec)
+        self._renew_lease(core, spec.name)
+        # the not-ready taint that admission put on the new node: a kubelet's Ready status
+        # would make the node-lifecycle controller lift it; do it now to save seconds
+        core.patch_node(
+            spec.name,
+            body={"spec": {"taints": manifest["spec"]["taints"]}},
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+        )
+        log.info("node %s registered (%s)", spec.name, spec.capacity)
 
     def _send_node_status(self, core: client.CoreV1Api, spec: nodes.NodeSpec) -> None:
         status = nodes.node_status(
@@ -328,6 +333,12 @@ class Agent:
                     self._renew_lease(core, spec.name)
                     if send_status:
                         self._send_node_status(core, spec)
+                except ApiException as error:
+                    if error.status == 404:  # someone deleted the node: register it again,
+                        log.warning("node %s was deleted; registering it again", spec.name)
+                        self.register_node(core, spec)  # as a kubelet does
+                    else:
+                        log.warning("heartbeat for %s failed: %s", spec.name, error.reason)
                 except Exception:  # keep beating: one failed renewal is not fatal
                     log.exception("heartbeat for %s failed", spec.name)
             if send_status:
@@ -348,10 +359,11 @@ class Agent:
                 version = listing["metadata"]["resourceVersion"]
                 for event in self._watch(core, version):
                     self.events.put((event["type"], event["object"]))
-            except Exception:
+            except Exception as error:
                 if self.stopping.is_set():
                     return
-                log.exception("pod watch failed; listing again")
+                # short: while the API server restarts this repeats every second
+                log.warning("pod watch failed (%s); listing again", error)
                 time.sleep(1.0)
 
     def _watch(self, core: client.CoreV1Api, version: str) -> Iterator[dict[str, Any]]:
@@ -451,7 +463,11 @@ class Agent:
         if status.get("phase") in ("Succeeded", "Failed"):
             record.finished = True
         else:
-            self.runner.start(handle)
+            try:
+                self.runner.start(handle)
+            except Exception as error:  # a bad pod must not stop the agent
+                log.exception("runner could not start %s/%s", meta["namespace"], meta["name"])
+                record.start_error = f"{type(error).__name__}: {error}"
             log.info(
                 "pod %s/%s accepted on %s with IP %s", meta["namespace"], meta["name"], node, ip
             )
@@ -463,11 +479,23 @@ class Agent:
             self.runner.stop(record.handle)
             self.ips.release(record.handle.pod_ip)
 
+    def _observe_runner(self, record: PodRecord) -> Observation:
+        if not record.start_error:
+            try:
+                return self.runner.poll(record.handle)
+            except Exception as error:
+                log.exception(
+                    "runner could not poll %s/%s", record.handle.namespace, record.handle.name
+                )
+                record.start_error = f"{type(error).__name__}: {error}"
+        failed = ContainerState("waiting", "CreateContainerError", record.start_error)
+        return Observation({c["name"]: failed for c in record.handle.containers})
+
     def report(self, core: client.CoreV1Api) -> None:
         for record in list(self.pods.values()):
             if record.finished:
                 continue
-            status = build_status(record, self.runner.poll(record.handle), self.runner_name)
+            status = build_status(record, self._observe_runner(record), self.runner_name)
             if status == record.reported:
                 continue
             handle = record.handle
@@ -480,9 +508,15 @@ class Agent:
                     _preload_content=False,
                 )
             except ApiException as error:
-                if error.status == 404:  # deleted meanwhile; the watch will say so
-                    continue
-                raise
+                if error.status != 404:  # 404: deleted meanwhile; the watch will say so
+                    log.warning(
+                        "status of %s/%s not written: %s %s",
+                        handle.namespace,
+                        handle.name,
+                        error.status,
+                        error.reason,
+                    )
+                continue
             record.reported = status
             if status["phase"] in ("Succeeded", "Failed"):
                 record.finished = True
