@@ -415,7 +415,14 @@ class EmbeddedDemo:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise DemoError(f"the operator was not live after 60 s; see {operator.log_path}")
+                processes.stop(
+                    processes.Tracked("operator", popen.pid, OPERATOR_MATCH), popen=popen
+                )
+                self.operator_record.unlink(missing_ok=True)
+                raise DemoError(
+                    f"the operator was not live after 60 s (stopped it); log {operator.log_path}:\n"
+                    + processes.log_tail(operator.log_path)
+                )
             time.sleep(0.2)
 
     def up(self, *, job_file: Path = EXAMPLE) -> int:
