@@ -164,3 +164,74 @@ def test_status_round_trips_through_the_models(status: dict[str, Any]) -> None:
     parsed = TrainingJobStatus.model_validate(status)
     workers = status.get("workers", {})
     assert parsed.workers.summary == f"{workers.get('ready', 0)}/{workers.get('desired', 0)}"
+
+
+def _convert(model: type[Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(by_alias=True)
+    return crdgen._convert(schema, schema.get("$defs", {}), defaults=True, where=model.__name__)
+
+
+def test_converter_maps_json_schema_to_the_crd_dialect() -> None:
+    from typing import Annotated, Literal
+
+    from pydantic import Field
+
+    from trainyard_operator.api.base import ApiModel
+
+    class Inner(ApiModel):
+        """Inner."""
+
+        rate: Annotated[float, Field(gt=0, lt=1)] = 0.5
+        """A rate."""
+
+    class Outer(ApiModel):
+        """Outer."""
+
+        count: int | Literal["auto"] = "auto"
+        """Count."""
+        inner: Inner = Field(default_factory=Inner)
+        """Nested, defaulted."""
+        maybe: Inner | None = None
+        """Optional, absent unless set."""
+        free: dict[str, Any] = Field(default_factory=dict)
+        """Free-form."""
+        kind: Literal["only"] = "only"
+        """A constant."""
+
+    out = _convert(Outer)["properties"]
+    assert out["count"] == {
+        "description": "Count.",
+        "x-kubernetes-int-or-string": True,
+        "default": "auto",
+    }
+    rate = out["inner"]["properties"]["rate"]
+    assert (rate["minimum"], rate["exclusiveMinimum"]) == (0, True)
+    assert (rate["maximum"], rate["exclusiveMaximum"]) == (1, True)
+    assert out["inner"]["default"] == {"rate": 0.5}
+    assert out["inner"]["description"] == "Nested, defaulted."
+    assert "default" not in out["maybe"]
+    assert out["free"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert out["kind"]["enum"] == ["only"]
+
+
+def test_converter_refuses_what_a_structural_schema_cannot_say() -> None:
+    from pydantic import Field
+
+    from trainyard_operator.api.base import ApiModel
+
+    class Union(ApiModel):
+        """A union the API server has no structural form for."""
+
+        value: int | list[str] = 0
+        """Either."""
+
+    class Extra(ApiModel):
+        """A keyword with no CRD equivalent."""
+
+        items: list[int] = Field(default_factory=list, json_schema_extra={"uniqueItems": True})
+        """Unique items."""
+
+    with pytest.raises(crdgen.CrdGenError, match=r"Union\.value"):
+        _convert(Union)
+    with pytest.raises(crdgen.CrdGenError, match="uniqueItems"):
+        _convert(Extra)
