@@ -1,0 +1,77 @@
+"""Run policies on failure, as a user sees them: a killed worker restarts the whole gang,
+backoffLimit ends the retries, and ExitCode tells permanent errors from retryable ones.
+Exit codes come from the fake-node agent (`fake.trainyard.dev/exit-code` on a running pod
+terminates it now)."""
+
+from __future__ import annotations
+
+import pytest
+
+from integration.operator_fixtures import Jobs, condition
+from trainyard_local.operator_process import OperatorProcess
+
+pytestmark = pytest.mark.integration
+
+EXIT = "fake.trainyard.dev/exit-code"
+
+
+def kill_worker(jobs: Jobs, job: str, index: int, code: int) -> None:
+    jobs.annotate_pod(f"{job}-worker-{index}", {EXIT: str(code)})
+
+
+def test_exit_137_under_on_failure_restarts_the_whole_gang(
+    operator: OperatorProcess, jobs: Jobs
+) -> None:
+    jobs.create("flaky", workers=2, runPolicy={"restartPolicy": "OnFailure", "backoffLimit": 3})
+    first = jobs.wait_pods("flaky", 2, restart=0)
+    kill_worker(jobs, "flaky", 1, 137)
+    pods = jobs.wait_pods("flaky", 2, restart=1)
+    # Both workers were replaced, not only the one that died: DDP needs every rank anew.
+    old_uids = {p["metadata"]["uid"] for p in first}
+    assert not old_uids & {p["metadata"]["uid"] for p in pods}
+    status = jobs.wait_phase("flaky", "Running")
+    assert status["restarts"] == 1
+    restarting = condition(status, "Restarting")
+    assert restarting is not None and restarting["status"] == "False"
+    _, _, message = jobs.wait_event("flaky", "GangRestart")
+    assert "worker 1 failed with exit code 137" in message
+    env = {e["name"]: e.get("value") for e in pods[0]["spec"]["containers"][0]["env"]}
+    assert env["TRAINYARD_RESTART"] == "1"
+
+
+def test_past_backoff_limit_the_job_fails(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create(
+        "doomed",
+        workers=2,
+        runPolicy={"backoffLimit": 1},
+        pod_annotations={"fake.trainyard.dev/run-seconds": "1", EXIT: "137"},
+    )
+    status = jobs.wait_phase("doomed", "Failed")
+    assert status["restarts"] == 1
+    failed = condition(status, "Failed")
+    assert failed is not None and failed["reason"] == "BackoffLimitExceeded"
+    assert status["completionTime"]
+    jobs.wait_event("doomed", "BackoffLimitExceeded")
+    # Nothing is created after the terminal state (ANCHORS #7).
+    assert all(p["metadata"]["labels"]["trainyard.dev/restart"] == "1" for p in jobs.pods("doomed"))
+
+
+def test_exit_code_policy_fails_at_once_on_exit_1(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("strict", workers=2, runPolicy={"restartPolicy": "ExitCode", "backoffLimit": 3})
+    jobs.wait_phase("strict", "Running")
+    kill_worker(jobs, "strict", 0, 1)
+    status = jobs.wait_phase("strict", "Failed")
+    assert status["restarts"] == 0
+    failed = condition(status, "Failed")
+    assert failed is not None and failed["reason"] == "PermanentError"
+    # cleanPodPolicy Running: the worker still running was stopped (ANCHORS #5).
+    jobs.wait_pods("strict", 1, phase="Failed")
+
+
+def test_exit_code_policy_retries_exit_137(operator: OperatorProcess, jobs: Jobs) -> None:
+    jobs.create("signal", workers=2, runPolicy={"restartPolicy": "ExitCode", "backoffLimit": 3})
+    jobs.wait_phase("signal", "Running")
+    kill_worker(jobs, "signal", 1, 137)
+    jobs.wait_pods("signal", 2, restart=1)
+    status = jobs.wait_phase("signal", "Running")
+    assert status["restarts"] == 1
