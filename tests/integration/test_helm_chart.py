@@ -1,0 +1,297 @@
+"""The Helm chart as `helm lint` and `helm template` see it (no cluster needed).
+
+What a user notices: the chart lints; defaults install exactly the operator's pieces with a
+restricted-profile pod; the ClusterRole holds the one rules file and nothing else; monitoring
+objects appear only when switched on AND the cluster serves monitoring.coreos.com/v1; bad
+values are refused naming the key; values.yaml and values.schema.json describe the same keys;
+the chart's copies of the alerts and dashboard equal deploy/monitoring's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from trainyard_local import binaries
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "helm" / "trainyard"
+MONITORING = ROOT / "deploy" / "monitoring"
+KUBE_VERSION = binaries.kube_version()
+MONITORING_ON = (
+    "monitoring.serviceMonitor.enabled=true",
+    "monitoring.podMonitor.enabled=true",
+    "monitoring.prometheusRule.enabled=true",
+    "monitoring.grafanaDashboard.enabled=true",
+)
+
+
+def helm_bin() -> str:
+    try:
+        return str(binaries.binary("helm"))
+    except binaries.BinariesMissingError as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [helm_bin(), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def render(*sets: str, api_versions: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    args = ["template", "rel", str(CHART), "--namespace=ops", f"--kube-version={KUBE_VERSION}"]
+    args += [f"--api-versions={v}" for v in api_versions]
+    for item in sets:
+        args += ["--set", item]
+    done = helm(*args)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def kinds(docs: list[dict[str, Any]]) -> list[str]:
+    return sorted(doc["kind"] for doc in docs)
+
+
+def test_chart_lints_with_defaults_and_with_every_switch_on() -> None:
+    for sets in ((), (*MONITORING_ON, "networkPolicy.enabled=true", "operator.namespaces={a,b}")):
+        args = ["lint", str(CHART), "--strict"]
+        for item in sets:
+            args += ["--set", item]
+        done = helm(*args)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "0 chart(s) failed" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("operator.metricsPort=0", "metricsPort"),
+        ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("operator.replicas=2", "replicas"),
+        ("operator.namespaces={Bad_Name}", "namespaces"),
+        ("operatr.logLevel=DEBUG", "operatr"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(setting: str, named: str) -> None:
+    done = helm("template", "rel", str(CHART), f"--kube-version={KUBE_VERSION}", "--set", setting)
+    assert done.returncode != 0
+    assert named in done.stderr
+
+
+def test_defaults_render_the_operator_and_nothing_else() -> None:
+    docs = render()
+    assert kinds(docs) == [
+        "ClusterRole",
+        "ClusterRole",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+    ]
+    (deployment,) = by_kind(docs, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "rel-trainyard"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["resources"]["limits"]["memory"] == "256Mi"
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["TRAINYARD_TRAINER_IMAGE"] == "trainyard-trainer:0.1.0"
+    assert env["TRAINYARD_NAMESPACES"] == ""
+    assert container["image"] == "trainyard-operator:0.1.0"
+    # every object carries the release's labels (the uninstall test relies on them)
+    for doc in docs:
+        if doc["kind"] != "CustomResourceDefinition":
+            assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == "rel", doc["kind"]
+
+
+def test_operator_rules_come_from_the_one_rules_file() -> None:
+    rules = yaml.safe_load((CHART / "files" / "operator-rules.yaml").read_text())
+    docs = render()
+    (operator_role,) = [
+        d for d in by_kind(docs, "ClusterRole") if d["metadata"]["name"] == "rel-trainyard-operator"
+    ]
+    assert operator_role["rules"] == rules
+    (binding,) = by_kind(docs, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rel-trainyard", "namespace": "ops"}
+    ]
+
+
+def test_aggregated_roles_extend_view_edit_and_admin() -> None:
+    roles = {d["metadata"]["name"]: d for d in by_kind(render(), "ClusterRole")}
+    view, edit = roles["rel-trainyard-view"], roles["rel-trainyard-edit"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in edit["metadata"]["labels"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert set(view["rules"][0]["verbs"]) == {"get", "list", "watch"}
+    assert "create" in edit["rules"][0]["verbs"]
+
+
+def test_watched_namespaces_get_rolebindings_instead_of_a_clusterrolebinding() -> None:
+    docs = render("operator.namespaces={team-a,team-b}")
+    assert not by_kind(docs, "ClusterRoleBinding")
+    bindings = by_kind(docs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    (deployment,) = by_kind(docs, "Deployment")
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["TRAINYARD_NAMESPACES"] == "team-a,team-b"
+
+
+def test_monitoring_objects_need_the_switch_and_the_api() -> None:
+    without_api = render(*MONITORING_ON)
+    assert not {"ServiceMonitor", "PodMonitor", "PrometheusRule"} & set(kinds(without_api))
+    assert not by_kind(render(api_versions=("monitoring.coreos.com/v1",)), "ServiceMonitor")
+
+    docs = render(*MONITORING_ON, api_versions=("monitoring.coreos.com/v1",))
+    (service_monitor,) = by_kind(docs, "ServiceMonitor")
+    assert service_monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    (pod_monitor,) = by_kind(docs, "PodMonitor")
+    assert pod_monitor["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/managed-by": "trainyard-operator"
+    }
+    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    (rule,) = by_kind(docs, "PrometheusRule")
+    alerts = yaml.safe_load((MONITORING / "alerts.yaml").read_text())
+    assert rule["spec"] == alerts
+    dashboards = [
+        d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("dashboard")
+    ]
+    (dashboard,) = dashboards
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads(dashboard["data"]["trainyard.json"])
+    assert shipped == json.loads((MONITORING / "grafana-dashboard.json").read_text())
+
+
+def test_network_policy_is_optional_and_confines_the_operator() -> None:
+    assert not by_kind(render(), "NetworkPolicy")
+    (policy,) = by_kind(render("networkPolicy.enabled=true"), "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert {53, 443, 6443, 9400} <= egress_ports
+
+
+def test_crd_switches() -> None:
+    (kept,) = by_kind(render(), "CustomResourceDefinition")
+    assert kept["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    (dropped,) = by_kind(render("crds.keep=false"), "CustomResourceDefinition")
+    assert "helm.sh/resource-policy" not in (dropped["metadata"].get("annotations") or {})
+    assert not by_kind(render("crds.enabled=false"), "CustomResourceDefinition")
+
+
+#: values that are free-form maps (labels, resources, securityContext, ...): the schema types
+#: them as objects and does not list their keys
+FREE_FORM = {
+    "podLabels",
+    "podAnnotations",
+    "nodeSelector",
+    "affinity",
+    "podSecurityContext",
+    "securityContext",
+    "resources",
+}
+
+
+def _value_paths(values: dict[str, Any], prefix: str = "") -> set[str]:
+    paths = set()
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        paths.add(path)
+        if isinstance(value, dict) and value and path not in FREE_FORM:
+            paths |= _value_paths(value, f"{path}.")
+    return paths
+
+
+def _schema_paths(schema: dict[str, Any], prefix: str = "") -> set[str]:
+    paths = set()
+    for key, sub in (schema.get("properties") or {}).items():
+        path = f"{prefix}{key}"
+        paths.add(path)
+        if sub.get("properties"):
+            paths |= _schema_paths(sub, f"{path}.")
+    return paths
+
+
+def test_values_and_schema_describe_the_same_keys_and_defaults_validate() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert _value_paths(values) == _schema_paths(schema)
+    jsonschema.validate(values, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**values, "unknown": 1}, schema)
+
+
+def _leaf_paths(schema: dict[str, Any], prefix: str = "") -> set[str]:
+    leaves = set()
+    for key, sub in (schema.get("properties") or {}).items():
+        if sub.get("properties"):
+            leaves |= _leaf_paths(sub, f"{prefix}{key}.")
+        else:
+            leaves.add(f"{prefix}{key}")
+    return leaves
+
+
+def test_every_value_is_documented_in_values_yaml() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    leaves = _leaf_paths(schema)
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    stack: list[tuple[int, str]] = []
+    documented = set()
+    for number, line in enumerate(lines):
+        match = re.match(r"^( *)([A-Za-z][A-Za-z0-9]*):", line)
+        if not match:
+            continue
+        indent = len(match.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, match.group(2)))
+        path = ".".join(key for _indent, key in stack)
+        if path in leaves:
+            assert lines[number - 1].strip().startswith("#"), f"values.yaml:{number + 1} {path}"
+            documented.add(path)
+    assert documented == leaves
+
+
+def test_chart_copies_of_alerts_and_dashboard_match_deploy_monitoring() -> None:
+    assert (CHART / "files" / "alerts.yaml").read_text() == (MONITORING / "alerts.yaml").read_text()
+    assert (CHART / "files" / "dashboard.json").read_text() == (
+        MONITORING / "grafana-dashboard.json"
+    ).read_text()
+
+
+def test_alert_rules_pass_promtool() -> None:
+    promtool = shutil.which("promtool") or "/usr/bin/promtool"
+    if not Path(promtool).exists():
+        pytest.fail("promtool is missing: run `make prometheus`", pytrace=False)
+    done = subprocess.run(
+        [promtool, "check", "rules", str(MONITORING / "alerts.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
