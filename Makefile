@@ -34,7 +34,7 @@ cluster-down: venv ## stop every process the embedded local cluster started
 	$(PY) -m trainyard_local down
 
 crds: venv ## regenerate crds/ and the chart's copy from the pydantic models
-	$(PY) -m trainyard_operator.api.crdgen --out crds/ --chart deploy/helm/trainyard
+	$(PY) -m trainyard_operator.api.crdgen --out crds/ --chart deploy/helm/trainyard --docs docs/api.md
 
 prometheus: ## install Debian's prometheus when missing (the e2e test and the demo scrape with it)
 	@command -v prometheus >/dev/null || test -x /usr/bin/prometheus || { \

@@ -38,8 +38,9 @@ def _schema() -> dict[str, Any]:
 
 
 def test_checked_in_crds_match_the_models() -> None:
-    assert crdgen.main(["--out", str(REPO / "crds"), "--chart", str(CHART), "--check"]) == 0, (
-        "crds/ or the chart's copy is stale: run `make crds`"
+    args = ["--out", str(REPO / "crds"), "--chart", str(CHART), "--docs", str(REPO / "docs/api.md")]
+    assert crdgen.main([*args, "--check"]) == 0, (
+        "crds/, the chart's copy or docs/api.md is stale: run `make crds`"
     )
 
 
@@ -115,6 +116,15 @@ def test_conditions_are_a_list_map_keyed_by_type() -> None:
     assert conditions["x-kubernetes-list-type"] == "map"
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
     assert "type" in conditions["items"]["required"]
+
+
+def test_api_reference_lists_every_field_and_rule() -> None:
+    page = (REPO / "docs" / "api.md").read_text()
+    for path, node in _nodes(_schema()["properties"]["spec"], "spec"):
+        if path != "spec" and not path.endswith(("[]", ".*")):
+            assert f"| `{path}`" in page, path
+        for rule in node.get("x-kubernetes-validations", []):
+            assert rule["message"] in page
 
 
 def test_names_columns_and_status_subresource() -> None:

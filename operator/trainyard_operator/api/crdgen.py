@@ -7,11 +7,13 @@ and free-form objects marked with the Kubernetes extensions -- and adds what onl
 names, printer columns, the status subresource and the root-level CEL rules on
 `metadata.name`. The CEL rules on fields travel inside the models' `json_schema_extra`.
 
-    python -m trainyard_operator.api.crdgen --out crds/ --chart deploy/helm/trainyard [--check]
+    python -m trainyard_operator.api.crdgen --out crds/ --chart deploy/helm/trainyard \
+        [--docs docs/api.md] [--check]
 
-writes `crds/trainyard.dev_trainingjobs.yaml` (the copy users apply) and the Helm chart's
+writes `crds/trainyard.dev_trainingjobs.yaml` (the copy users apply), the Helm chart's
 `templates/crds/trainingjobs.yaml` (the same CRD behind `crds.enabled`, kept on uninstall with
-`crds.keep`); `--check` writes nothing and exits 1 when either file is stale (`make crds`).
+`crds.keep`) and, with `--docs`, the API reference page (`reference.py`); `--check` writes
+nothing and exits 1 when any of them is stale (`make crds`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from trainyard_operator.api.constants import (
     SINGULAR,
     VERSION,
 )
+from trainyard_operator.api.reference import render as render_reference
 from trainyard_operator.api.spec import TrainingJobSpec
 from trainyard_operator.api.status import TrainingJobStatus
 
@@ -357,19 +360,21 @@ def render_chart_crd() -> str:
     )
 
 
-def outputs(out_dir: Path, chart_dir: Path | None) -> dict[Path, str]:
+def outputs(out_dir: Path, chart_dir: Path | None, docs: Path | None = None) -> dict[Path, str]:
     """Each file this generator owns and the text it must hold."""
     files = {out_dir / CRD_FILE: render_crd()}
     if chart_dir is not None:
         files[chart_dir / CHART_CRD_FILE] = render_chart_crd()
+    if docs is not None:
+        files[docs] = render_reference(crd())
     return files
 
 
-def stale(out_dir: Path, chart_dir: Path | None) -> list[Path]:
+def stale(out_dir: Path, chart_dir: Path | None, docs: Path | None = None) -> list[Path]:
     """Files that are missing or differ from what the models generate."""
     return [
         path
-        for path, text in outputs(out_dir, chart_dir).items()
+        for path, text in outputs(out_dir, chart_dir, docs).items()
         if not path.is_file() or path.read_text(encoding="utf-8") != text
     ]
 
@@ -379,16 +384,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {GENERATOR}", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("crds"), help="directory for the CRD")
     parser.add_argument("--chart", type=Path, default=None, help="Helm chart directory")
+    parser.add_argument("--docs", type=Path, default=None, help="API reference page to write")
     parser.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if a file is stale"
     )
     args = parser.parse_args(argv)
     if args.check:
-        old = stale(args.out, args.chart)
+        old = stale(args.out, args.chart, args.docs)
         for path in old:
             print(f"stale: {path} (run `make crds`)", file=sys.stderr)
         return 1 if old else 0
-    for path, text in outputs(args.out, args.chart).items():
+    for path, text in outputs(args.out, args.chart, args.docs).items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path}")

@@ -296,8 +296,10 @@ class PodTemplateOverrides(ApiModel):
     metadata: PodTemplateMetadata = Field(default_factory=PodTemplateMetadata)
     """Extra labels and annotations."""
     spec: dict[str, Any] = Field(default_factory=dict)
-    """Fields merged into the pod spec: volumes are appended, containers[0] fields
-    (volumeMounts, envFrom) merged into the worker container, other keys set."""
+    """Fields merged into the generated pod spec: objects merge key by key and lists append
+    (volumes, tolerations); a container named "trainer" merges into the worker container
+    (volumeMounts, envFrom, env), other containers are added as sidecars. hostname,
+    subdomain, restartPolicy and the pod contract's env names keep their generated values."""
 
 
 # Fields that shape the running gang: changing one of them while pods run would leave pods of
