@@ -246,6 +246,17 @@ class Agent:
     def register_nodes(self, core: client.CoreV1Api) -> None:
         for spec in self.specs.values():
             self.register_node(core, spec)
+        # nodes of an earlier start of this cluster with more nodes: they would stay NotReady
+        listing = _json(
+            core.list_node(
+                label_selector=f"{nodes.CLUSTER_LABEL}={self.cluster}", _preload_content=False
+            )
+        )
+        for node in listing["items"]:
+            name = node["metadata"]["name"]
+            if name not in self.specs:
+                log.info("node %s is no longer part of the cluster; deleting it", name)
+                core.delete_node(name, _preload_content=False)
 
     def register_node(self, core: client.CoreV1Api, spec: nodes.NodeSpec) -> None:
         manifest = nodes.node_manifest(spec, cluster=self.cluster, runner=self.runner_name)
