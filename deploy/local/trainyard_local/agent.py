@@ -426,13 +426,13 @@ class Agent:
             return
         meta = pod["metadata"]
         uid = meta["uid"]
-        record = self.pods.get(uid)
-        if record is None:
-            record = self.accept(pod, node)
-        else:
-            record.handle.pod = pod
         if meta.get("deletionTimestamp"):
-            self.runner.stop(record.handle)
+            # stop first (the runner must not wait out the grace period), then remove the
+            # object at once, as a kubelet does once its containers are gone; a pod never
+            # seen before is not started just to be stopped
+            if uid in self.pods:
+                self.pods[uid].handle.pod = pod
+                self.forget(uid)
             try:
                 core.delete_namespaced_pod(
                     meta["name"],
@@ -446,7 +446,12 @@ class Agent:
             except ApiException as error:
                 if error.status not in (404, 409):
                     raise
-            self.forget(uid)
+            return
+        record = self.pods.get(uid)
+        if record is None:
+            self.accept(pod, node)
+        else:
+            record.handle.pod = pod
 
     def accept(self, pod: dict[str, Any], node: str) -> PodRecord:
         status = pod.get("status", {})

@@ -6,6 +6,9 @@ The fixture names are a contract other test suites use:
     local_cluster        session: LocalCluster, 2 CPU nodes + 2 GPU nodes x 8 nvidia.com/gpu,
                          fake agent, state under pytest's tmp dir; started on first use,
                          stopped at the end of the session
+    local_cluster_factory  session: factory(name, *, cpu_nodes=1, gpu_nodes=0,
+                         gpus_per_node=8, agent="fake") -> LocalCluster for more clusters
+                         (e.g. a process-agent one for e2e), each stopped at the end
     kubeconfig           Path of the admin kubeconfig (system:masters: bypasses RBAC)
     api_client           kubernetes.client.ApiClient with admin rights
     namespace            a fresh namespace per test (default ServiceAccount ready), deleted after
@@ -55,31 +58,68 @@ class Kubectl(Protocol):
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "local_cluster" in getattr(item, "fixturenames", ()):
+        used = getattr(item, "fixturenames", ())
+        if "local_cluster" in used or "local_cluster_factory" in used:
             item.add_marker(pytest.mark.integration)
 
 
+class ClusterFactory(Protocol):
+    def __call__(
+        self,
+        name: str,
+        *,
+        cpu_nodes: int = 1,
+        gpu_nodes: int = 0,
+        gpus_per_node: int = 8,
+        agent: str = "fake",
+    ) -> LocalCluster: ...
+
+
 @pytest.fixture(scope="session")
-def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+def local_cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactory]:
+    """Start more clusters (e.g. `agent="process"` for e2e); one per name, stopped at the end."""
+    clusters: dict[str, LocalCluster] = {}
+
+    def make(
+        name: str,
+        *,
+        cpu_nodes: int = 1,
+        gpu_nodes: int = 0,
+        gpus_per_node: int = 8,
+        agent: str = "fake",
+    ) -> LocalCluster:
+        if name in clusters:
+            return clusters[name]
+        try:
+            binaries.bin_dir()
+        except binaries.BinariesMissingError as error:
+            pytest.fail(str(error), pytrace=False)
+        cluster = LocalCluster(
+            name,
+            tmp_path_factory.mktemp(f"cluster-{name}"),
+            cpu_nodes=cpu_nodes,
+            gpu_nodes=gpu_nodes,
+            gpus_per_node=gpus_per_node,
+            agent=agent,
+            # if the test session is killed, the cluster goes with it
+            tie_to_parent=True,
+        )
+        clusters[name] = cluster
+        cluster.start()
+        return cluster
+
     try:
-        binaries.bin_dir()
-    except binaries.BinariesMissingError as error:
-        pytest.fail(str(error), pytrace=False)
-    cluster = LocalCluster(
-        "pytest",
-        tmp_path_factory.mktemp("local-cluster"),
-        cpu_nodes=CPU_NODES,
-        gpu_nodes=GPU_NODES,
-        gpus_per_node=GPUS_PER_NODE,
-        agent="fake",
-        # if the test session is killed, the cluster goes with it
-        tie_to_parent=True,
-    )
-    cluster.start()
-    try:
-        yield cluster
+        yield make
     finally:
-        cluster.stop()
+        for cluster in clusters.values():
+            cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def local_cluster(local_cluster_factory: ClusterFactory) -> LocalCluster:
+    return local_cluster_factory(
+        "pytest", cpu_nodes=CPU_NODES, gpu_nodes=GPU_NODES, gpus_per_node=GPUS_PER_NODE
+    )
 
 
 @pytest.fixture(scope="session")
