@@ -77,11 +77,23 @@ def _json(response: Any) -> Any:
 
 
 class IpPool:
-    """Loopback pod IPs `<prefix>.x.y` (x 0..255, y 1..254), lowest free first."""
+    """Loopback pod IPs `<prefix>.x.y` (x 0..255, y 1..254).
+
+    Handed out round-robin rather than lowest-free: a released IP is reused only after the
+    whole range, so a new pod never inherits an address that the process of a pod still
+    shutting down (process runner, grace period) may hold.
+    """
+
+    SIZE = 256 * 254
 
     def __init__(self, prefix: str) -> None:
         self.network = ipaddress.ip_network(f"{prefix}.0.0/16")
         self.taken: set[str] = set()
+        self.cursor = 0
+
+    def _address(self, index: int) -> str:
+        x, y = divmod(index, 254)
+        return str(self.network.network_address + x * 256 + y + 1)
 
     def claim(self, ip: str) -> bool:
         """Keep an IP a pod already reports (agent restart); False if it is not ours or taken."""
@@ -95,13 +107,12 @@ class IpPool:
         return True
 
     def allocate(self) -> str:
-        base = int(self.network.network_address)
-        for x in range(256):
-            for y in range(1, 255):
-                ip = str(ipaddress.ip_address(base + x * 256 + y))
-                if ip not in self.taken:
-                    self.taken.add(ip)
-                    return ip
+        for step in range(self.SIZE):
+            ip = self._address((self.cursor + step) % self.SIZE)
+            if ip not in self.taken:
+                self.cursor = (self.cursor + step + 1) % self.SIZE
+                self.taken.add(ip)
+                return ip
         raise RuntimeError(f"no free pod IP left in {self.network}")
 
     def release(self, ip: str) -> None:
