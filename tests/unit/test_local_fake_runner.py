@@ -188,3 +188,11 @@ def test_node_plan_rejects_bad_counts_naming_the_option() -> None:
         nodes.plan_nodes("c", 0, 1, 0)
     with pytest.raises(ValueError, match="--name 'C_1'"):
         nodes.check_cluster_name("C_1")
+
+
+def test_a_state_without_times_gives_a_stable_status() -> None:
+    # a runner that reports no start time must not make the agent patch on every tick
+    record = agent.PodRecord(handle())
+    obs = Observation({"main": ContainerState("running"), "side": ContainerState("running")})
+    first = agent.build_status(record, obs, "process")
+    assert agent.build_status(record, obs, "process") == first

@@ -129,22 +129,32 @@ class PodRecord:
     finished: bool = False
     #: why the runner could not start the pod; reported as CreateContainerError
     start_error: str = ""
+    #: (container, event) -> when the agent first saw it, for runners that give no time
+    stamps: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
 
 
-def _state_json(state: ContainerState) -> dict[str, Any]:
+def _state_json(record: PodRecord, name: str, state: ContainerState) -> dict[str, Any]:
     if state.state == "waiting":
         body: dict[str, Any] = {"reason": state.reason or "ContainerCreating"}
         if state.message:
             body["message"] = state.message
         return {"waiting": body}
-    started = _time(state.started_at or _now())
+
+    def first_seen(event: str, given: dt.datetime | None) -> str:
+        # a runner that gives no time gets the first time the agent saw the state, kept so
+        # that an unchanged state yields an unchanged status (and no patch)
+        if given is None:
+            given = record.stamps.setdefault((name, event), _now())
+        return _time(given)
+
+    started = first_seen("started", state.started_at)
     if state.state == "running":
         return {"running": {"startedAt": started}}
     body = {
         "exitCode": state.exit_code,
         "reason": state.reason or ("Completed" if state.exit_code == 0 else "Error"),
         "startedAt": started,
-        "finishedAt": _time(state.finished_at or _now()),
+        "finishedAt": first_seen("finished", state.finished_at),
     }
     if state.message:
         body["message"] = state.message
@@ -161,7 +171,8 @@ def phase_of(states: list[ContainerState]) -> str:
 
 
 def build_status(record: PodRecord, observation: Observation, runner: str) -> dict[str, Any]:
-    """The pod status the agent writes; equal inputs give an equal dict (no clock inside)."""
+    """The pod status the agent writes; an unchanged observation gives an equal dict (times
+    come from the runner or from `record`, which remembers when each change was seen)."""
     handle = record.handle
     containers = handle.containers
     states = [
@@ -204,7 +215,7 @@ def build_status(record: PodRecord, observation: Observation, runner: str) -> di
             "ready": state.state == "running",
             "started": state.state == "running",
             "restartCount": 0,
-            "state": _state_json(state),
+            "state": _state_json(record, container["name"], state),
             "lastState": {},
         }
         if state.state != "waiting":
