@@ -104,8 +104,8 @@ def local_cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             # if the test session is killed, the cluster goes with it
             tie_to_parent=True,
         )
+        cluster.start()  # stops what it started if it fails
         clusters[name] = cluster
-        cluster.start()
         return cluster
 
     try:
