@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -29,8 +29,6 @@ from trainyard_operator.builders import PodGroupFlavor
 from trainyard_operator.metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # API groups of the two PodGroup flavours the builders know, and their resource paths.
 POD_GROUP_APIS: Mapping[PodGroupFlavor, tuple[str, str, str]] = {
@@ -70,10 +68,13 @@ class KubeClient:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._api.close()  # type: ignore[no-untyped-call]
 
-    async def _call(self, verb: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call(self, verb: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
+        """Run one API call on the pool; returns the raw response body."""
         self._metrics.api_requests.labels(verb=verb).inc()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, partial(fn, *args, **kwargs))
+        return await loop.run_in_executor(
+            self._pool, partial(_raw, fn, *args, _preload_content=False, **kwargs)
+        )
 
     # --- children ---------------------------------------------------------------------------
 
@@ -97,8 +98,7 @@ class KubeClient:
         self, fn: Callable[..., Any], namespace: str, body: Mapping[str, Any]
     ) -> bool:
         try:
-            response: Any = await self._call("create", fn, namespace, body, _preload_content=False)
-            response.release_conn()
+            await self._call("create", fn, namespace, body)
         except ApiException as err:
             if err.status == 409:
                 return False
@@ -109,15 +109,13 @@ class KubeClient:
         """Delete a pod if it is still the one with this uid (a reused name is left alone)."""
         options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
         try:
-            response: Any = await self._call(
+            await self._call(
                 "delete",
                 self._core.delete_namespaced_pod,
                 name,
                 namespace,
                 body=options,
-                _preload_content=False,
             )
-            response.release_conn()
         except ApiException as err:
             if err.status not in (404, 409):
                 raise
@@ -127,7 +125,7 @@ class KubeClient:
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The TrainingJob as stored now; None when it is gone."""
         try:
-            response: Any = await self._call(
+            response = await self._call(
                 "get",
                 self._custom.get_namespaced_custom_object,
                 GROUP,
@@ -135,7 +133,6 @@ class KubeClient:
                 namespace,
                 PLURAL,
                 name,
-                _preload_content=False,
             )
         except ApiException as err:
             if err.status == 404:
@@ -153,7 +150,7 @@ class KubeClient:
         """
         patch = {"metadata": {"resourceVersion": resource_version}, "status": status}
         try:
-            response: Any = await self._call(
+            response = await self._call(
                 "patch",
                 self._custom.patch_namespaced_custom_object_status,
                 GROUP,
@@ -163,7 +160,6 @@ class KubeClient:
                 name,
                 patch,
                 _content_type="application/merge-patch+json",
-                _preload_content=False,
             )
         except ApiException as err:
             if err.status == 409:
@@ -179,7 +175,7 @@ class KubeClient:
             preconditions=client.V1Preconditions(uid=uid), propagation_policy="Background"
         )
         try:
-            response: Any = await self._call(
+            await self._call(
                 "delete",
                 self._custom.delete_namespaced_custom_object,
                 GROUP,
@@ -188,9 +184,7 @@ class KubeClient:
                 PLURAL,
                 name,
                 body=options,
-                _preload_content=False,
             )
-            response.release_conn()
         except ApiException as err:
             if err.status not in (404, 409):
                 raise
@@ -226,14 +220,12 @@ class KubeClient:
             "count": 1,
         }
         try:
-            response: Any = await self._call(
+            await self._call(
                 "create",
                 self._core.create_namespaced_event,
                 namespace,
                 body,
-                _preload_content=False,
             )
-            response.release_conn()
         except ApiException as err:
             # An event is a courtesy: losing one must not stop a reconcile.
             log.warning(
@@ -254,12 +246,11 @@ class KubeClient:
         """
         for flavor, (group, version, plural) in POD_GROUP_APIS.items():
             try:
-                response: Any = await self._call(
+                response = await self._call(
                     "get",
                     self._custom.get_api_resources,
                     group,
                     version,
-                    _preload_content=False,
                 )
             except ApiException as err:
                 if err.status in (403, 404):
@@ -271,8 +262,23 @@ class KubeClient:
         return None
 
 
-def _json(response: Any) -> dict[str, Any]:
-    data = json.loads(response.data)
+def _raw(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
+    """Call and read the whole body in the worker thread, then free the connection.
+
+    Reading here (not on the event loop) keeps one connection per thread; and the body must
+    be read before the connection goes back to the pool, or it would be parsed as the next
+    response's status line.
+    """
+    response = fn(*args, **kwargs)
+    try:
+        body: bytes = response.read()
+    finally:
+        response.release_conn()
+    return body
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    data = json.loads(body)
     if not isinstance(data, dict):
         raise ValueError("the API server returned a non-object")
     return data
