@@ -85,7 +85,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"cluster {cluster.name!r}: stopped {', '.join(stopped)}")
         else:
             print(f"cluster {cluster.name!r}: nothing was running")
-        print(f"kept: {cluster.state_dir} (logs, certificates, etcd data)")
+        if cluster.state_dir.exists():
+            print(f"kept: {cluster.state_dir} (logs, certificates, etcd data)")
         return 0
     state = cluster.status()
     for component in COMPONENTS:

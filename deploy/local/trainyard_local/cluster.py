@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import ssl
 import sys
 import time
@@ -81,8 +82,6 @@ def default_state_dir(name: str) -> Path:
 
 
 def _ports_free(ports: list[int]) -> bool:
-    import socket
-
     for port in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
