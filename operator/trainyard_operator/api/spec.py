@@ -382,7 +382,7 @@ class TrainingJobSpec(ApiModel):
     workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] = 1
     """Worker pods (torchrun nodes)."""
     procs_per_worker: Annotated[
-        int | Literal["auto"],
+        Annotated[int, Field(ge=1, le=MAX_PROCS_PER_WORKER)] | Literal["auto"],
         Field(
             json_schema_extra=validations(
                 cel(
