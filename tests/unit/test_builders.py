@@ -8,12 +8,15 @@ show the API server admitting these manifests under the restricted Pod Security 
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from trainyard_operator.api import TrainingJob
+from trainyard_operator.api.constants import RESERVED_ENV, RESERVED_ENV_PREFIXES
 from trainyard_operator.builders import BuildSettings
 from trainyard_operator.builders.env import trainer_config
 from trainyard_operator.builders.podgroup import format_quantity, pod_group
@@ -396,3 +399,25 @@ def test_gang_disabled_or_absent_leaves_pods_alone() -> None:
 )
 def test_format_quantity(value: Decimal, binary: bool, text: str) -> None:
     assert format_quantity(value, binary=binary) == text
+
+
+def _contract_table_names() -> list[str]:
+    """Variable names in the env table of docs/contracts.md (first column, in order)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "contracts.md").read_text()
+    section = text.split("## Worker pod environment", 1)[1].split("\n## ", 1)[0]
+    names: list[str] = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            names += re.findall(r"`([A-Z_]+)`", line.split("|")[1])
+    return names
+
+
+def test_env_matches_the_documented_contract() -> None:
+    documented = _contract_table_names()
+    # TRAINYARD_METRICS_HOST is documented as unset in real pods (the local agent sets it).
+    assert sorted(n for n in documented if n != "TRAINYARD_METRICS_HOST") == sorted(CONTRACT_ENV)
+
+
+def test_every_contract_name_is_reserved_at_admission() -> None:
+    for name in [*CONTRACT_ENV, "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"]:
+        assert name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES), name
