@@ -1,0 +1,67 @@
+"""Two real torchrun processes (gloo) train the digits MLP: accuracy, replicas in step,
+live metrics on the contract's names, results.json and the termination message."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import urllib.request
+
+import pytest
+
+from trainer_procs import DIGITS
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        body: bytes = resp.read()
+    return body.decode()
+
+
+def test_two_processes_reach_95_percent_with_identical_replicas(trainer) -> None:
+    port = free_port()
+    run = trainer(
+        {"trainer": {**DIGITS, "epochs": 12}},
+        nproc=2,
+        TRAINYARD_METRICS_PORT=str(port),
+        TRAINYARD_METRICS_HOST="127.0.0.1",
+    )
+    run.wait_for_line("[train] epoch 2/12")
+    metrics = scrape(port)  # served by local rank 0 while training runs
+    assert 'trainyard_trainer_stage{stage="train"} 1.0' in metrics
+    assert re.search(r"^trainyard_trainer_epoch [1-9]", metrics, re.M)
+    assert re.search(r"^trainyard_trainer_steps_total [1-9]", metrics, re.M)
+    assert re.search(r"^trainyard_trainer_accuracy 0\.[5-9]", metrics, re.M)
+    assert re.search(r"^trainyard_trainer_allreduce_seconds_count [1-9]", metrics, re.M)
+    for name in ("progress_ratio", "eta_seconds", "loss", "samples_per_second",
+                 "samples_total", "last_progress_timestamp_seconds", "epochs"):
+        assert f"\ntrainyard_trainer_{name} " in metrics, name
+
+    assert run.finish() == 0, run.text
+    digests = dict(re.findall(r"\[rank (\d)\] parameters sha256 ([0-9a-f]{64})", run.text))
+    assert set(digests) == {"0", "1"}
+    assert digests["0"] == digests["1"]
+
+    results = run.results()
+    assert results["worldSize"] == 2
+    assert results["accuracy"] >= 0.95
+    # One progress line per epoch, in the documented shape.
+    assert len(re.findall(r"^\[train\] epoch \d+/12 loss [\d.]+ acc [\d.]+ \d+ samples/s eta \d+s$",
+                          run.text, re.M)) == 12
+
+    message = run.termination_log.read_text()
+    assert len(message.encode()) <= 4096
+    compact = json.loads(message)
+    assert compact["accuracy"] == pytest.approx(results["accuracy"], abs=1e-4)
+    assert compact["stages"][0]["name"] == "train"
+    assert set(compact["stages"][0]) == {"name", "accuracy", "modelBytes", "sparsity", "seconds"}
+    assert compact["artifactPath"].endswith("model-final.pt")
