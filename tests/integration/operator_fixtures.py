@@ -226,7 +226,11 @@ def operator_factory(
 
     def start() -> OperatorProcess:
         process = OperatorProcess(
-            kubeconfig, [namespace], log_path=tmp_path / f"operator-{len(started)}.log"
+            kubeconfig,
+            [namespace],
+            log_path=tmp_path / f"operator-{len(started)}.log",
+            # Read trainer metrics every second, so progress tests need not wait long.
+            env={"TRAINYARD_PROGRESS_INTERVAL_SECONDS": "1"},
         )
         started.append(process)
         return process.start()

@@ -1,0 +1,244 @@
+"""How much the operator asks of the API server, and how fast a job's pods appear.
+
+Starts its own LocalCluster (10 fake GPU nodes, fake agent), runs the operator as a
+subprocess under a ServiceAccount bound to deploy/helm/trainyard/files/operator-rules.yaml
+(never admin), applies JOBS TrainingJobs of WORKERS workers (1 GPU each) one after another
+and reports:
+- API requests per job, from the operator's own `trainyard_api_requests_total` (by verb);
+  kopf's two watch streams (TrainingJobs, pods) are not in it: they are shared by all jobs;
+- seconds from the create call returning to all of a job's pods existing (seen through a
+  watch): median and p99, and the same to all of them Running and to the job's
+  status.phase Running.
+Numbers only; nothing is asserted. Run: `.venv/bin/python bench/operator_api.py [JOBS] [WORKERS]`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+from kubernetes.watch.watch import iter_resp_lines
+from prometheus_client.parser import text_string_to_metric_families
+
+from trainyard_local.cluster import LocalCluster
+from trainyard_local.kubeconfig import write_token_kubeconfig
+from trainyard_local.operator_process import OperatorProcess
+from trainyard_local.pytest_plugin import wait_for_service_account
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMESPACE = "bench"
+GPU_NODES = 10
+SA = "trainyard-operator"
+
+
+def job(i: int, workers: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "trainyard.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": f"j-{i:03d}"},
+        "spec": {"workers": workers, "resources": {"gpus": 1, "cpu": "100m", "memory": "64Mi"}},
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[round(q * (len(ordered) - 1))]
+
+
+def operator_as_service_account(api: client.ApiClient, cluster: LocalCluster, state: Path) -> Path:
+    """A token kubeconfig for the ServiceAccount bound to exactly the operator's rules."""
+    rbac = client.RbacAuthorizationV1Api(api)
+    core = client.CoreV1Api(api)
+    rules = yaml.safe_load((ROOT / "deploy/helm/trainyard/files/operator-rules.yaml").read_text())
+    rbac.create_cluster_role({"metadata": {"name": "trainyard-operator"}, "rules": rules})
+    core.create_namespaced_service_account(NAMESPACE, {"metadata": {"name": SA}})
+    rbac.create_namespaced_role_binding(
+        NAMESPACE,
+        {
+            "metadata": {"name": SA},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "trainyard-operator",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": NAMESPACE}],
+        },
+    )
+    token = core.create_namespaced_service_account_token(
+        SA, NAMESPACE, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    return write_token_kubeconfig(
+        state / "operator.kubeconfig",
+        name=SA,
+        server=cluster.server,
+        ca_cert=cluster.pki.ca_cert,
+        token=token,
+        namespace=NAMESPACE,
+    )
+
+
+def requests_by_verb(operator: OperatorProcess) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(operator.metrics_text()):
+        for sample in family.samples:
+            if sample.name == "trainyard_api_requests_total":
+                out[sample.labels["verb"]] = sample.value
+    return out
+
+
+def main() -> None:
+    jobs = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+    workers = int(sys.argv[2]) if len(sys.argv) > 2 else 4
+    gpus_per_node = max(8, -(-jobs * workers // GPU_NODES))
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp)
+        cluster = LocalCluster(
+            "bench-op",
+            state / "cluster",
+            cpu_nodes=0,
+            gpu_nodes=GPU_NODES,
+            gpus_per_node=gpus_per_node,
+            tie_to_parent=True,
+        )
+        with cluster:
+            print(
+                f"cluster up in {cluster.startup_seconds:.1f} s: {GPU_NODES} GPU nodes x "
+                f"{gpus_per_node} nvidia.com/gpu, fake agent"
+            )
+            api = config.new_client_from_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
+            core = client.CoreV1Api(api)
+            custom = client.CustomObjectsApi(api)
+            ext = client.ApiextensionsV1Api(api)
+            ext.create_custom_resource_definition(
+                yaml.safe_load((ROOT / "crds/trainyard.dev_trainingjobs.yaml").read_text())
+            )
+            core.create_namespace({"metadata": {"name": NAMESPACE}})
+            wait_for_service_account(core, NAMESPACE)
+            while not any(
+                c.type == "Established" and c.status == "True"
+                for c in ext.read_custom_resource_definition(
+                    "trainingjobs.trainyard.dev"
+                ).status.conditions
+                or []
+            ):
+                time.sleep(0.1)
+            kubeconfig = operator_as_service_account(api, cluster, state)
+            time.sleep(1.0)  # RBAC reaches the authorizer's cache
+            operator = OperatorProcess(
+                kubeconfig, [NAMESPACE], log_path=state / "operator.log"
+            ).start()
+            try:
+                run(str(cluster.kubeconfig), custom, operator, jobs, workers)
+            finally:
+                operator.stop()
+            api.close()  # type: ignore[no-untyped-call]
+
+
+def run(
+    admin: str,
+    custom: client.CustomObjectsApi,
+    operator: OperatorProcess,
+    jobs: int,
+    workers: int,
+) -> None:
+    seen: dict[str, dict[str, float]] = defaultdict(dict)
+    running: dict[str, dict[str, float]] = defaultdict(dict)
+    job_running: dict[str, float] = {}
+    stop = threading.Event()
+
+    def watch_pods(kubeconfig: str) -> None:
+        watch_api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))  # type: ignore[no-untyped-call]
+        response: Any = watch_api.list_namespaced_pod(
+            NAMESPACE, watch=True, _preload_content=False, timeout_seconds=900
+        )
+        for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+            obj = json.loads(line)["object"]
+            now = time.monotonic()
+            name = obj["metadata"]["name"]
+            owner = obj["metadata"]["labels"]["trainyard.dev/job-name"]
+            seen[owner].setdefault(name, now)
+            if obj.get("status", {}).get("phase") == "Running":
+                running[owner].setdefault(name, now)
+            if stop.is_set():
+                return
+
+    def watch_jobs(kubeconfig: str) -> None:
+        watch_api = client.CustomObjectsApi(config.new_client_from_config(config_file=kubeconfig))  # type: ignore[no-untyped-call]
+        response: Any = watch_api.list_namespaced_custom_object(
+            "trainyard.dev",
+            "v1alpha1",
+            NAMESPACE,
+            "trainingjobs",
+            watch=True,
+            _preload_content=False,
+            timeout_seconds=900,
+        )
+        for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+            obj = json.loads(line)["object"]
+            if (obj.get("status") or {}).get("phase") == "Running":
+                job_running.setdefault(obj["metadata"]["name"], time.monotonic())
+            if stop.is_set():
+                return
+
+    for target in (watch_pods, watch_jobs):
+        threading.Thread(target=target, args=(admin,), daemon=True).start()
+    time.sleep(0.5)
+    before = requests_by_verb(operator)
+    applied: dict[str, float] = {}
+    began = time.monotonic()
+    for i in range(jobs):
+        body = job(i, workers)
+        custom.create_namespaced_custom_object(
+            "trainyard.dev", "v1alpha1", NAMESPACE, "trainingjobs", body
+        )
+        applied[body["metadata"]["name"]] = time.monotonic()
+    apply_seconds = time.monotonic() - began
+    deadline = time.monotonic() + 600
+    while len(job_running) < jobs and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(6)  # one progress interval: idle jobs must cost no further requests
+    stop.set()
+    after = requests_by_verb(operator)
+    verbs = {v: after.get(v, 0) - before.get(v, 0) for v in sorted(after)}
+    total = sum(verbs.values())
+
+    created = [max(seen[n].values()) - t for n, t in applied.items() if len(seen[n]) == workers]
+    all_running = [
+        max(running[n].values()) - t for n, t in applied.items() if len(running[n]) == workers
+    ]
+    phase_running = [job_running[n] - t for n, t in applied.items() if n in job_running]
+    print(
+        f"{jobs} jobs x {workers} workers applied in {apply_seconds:.1f} s "
+        f"({jobs / apply_seconds:.1f} jobs/s)"
+    )
+    print(
+        f"API requests per job: {total / jobs:.1f} "
+        f"({', '.join(f'{v} {n / jobs:.1f}' for v, n in verbs.items())}); "
+        f"minimum for the pods, Service, status and events: "
+        f"{workers} + 1 creates, a few status patches, 1 event"
+    )
+    for label, values in (
+        ("apply -> all pods created", created),
+        ("apply -> all pods Running", all_running),
+        ("apply -> status.phase Running", phase_running),
+    ):
+        if values:
+            print(
+                f"{label}: median {statistics.median(values):.2f} s, "
+                f"p99 {percentile(values, 0.99):.2f} s ({len(values)} of {jobs} jobs)"
+            )
+        else:
+            print(f"{label}: no job got there")
+
+
+if __name__ == "__main__":
+    main()
