@@ -1,6 +1,6 @@
 """`python -m trainyard_local up|status|down` from a shell, as `make cluster-up` runs it: a
-second cluster next to the session's, reachable with the pinned kubectl, and gone (every
-process) after `down`."""
+second cluster next to the session's, reachable with the pinned kubectl, gone (every
+process) after `down`, and back with its stored objects and URL after the next `up`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,16 @@ def cli(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(binaries.binary("kubectl")), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
 def test_up_get_nodes_down_leaves_no_process(tmp_path: Path, local_cluster: LocalCluster) -> None:
     name = f"cli-{secrets.token_hex(3)}"
     home = tmp_path / "home"
@@ -44,19 +54,14 @@ def test_up_get_nodes_down_leaves_no_process(tmp_path: Path, local_cluster: Loca
         assert kubeconfig == state / "kubeconfig"
         assert re.search(r"start-up took \d+\.\d s", up.stdout)
 
-        nodes = subprocess.run(
-            [str(binaries.binary("kubectl")), "--kubeconfig", str(kubeconfig), "get", "nodes"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+        nodes = kubectl(kubeconfig, "get", "nodes")
         assert f"{name}-cpu-0" in nodes.stdout and f"{name}-gpu-0" in nodes.stdout
         assert " Ready " in nodes.stdout
 
         again = cli("up", "--name", name, home=home)
         assert again.returncode == 0 and "already up" in again.stdout
         assert cli("status", "--name", name, home=home).returncode == 0
+        kubectl(kubeconfig, "create", "configmap", "keep-me", "--from-literal=k=v")
         tracked = [
             processes.Tracked(p["component"], p["pid"], p["match"])
             for p in json.loads((state / "pids.json").read_text())["processes"]
@@ -78,6 +83,16 @@ def test_up_get_nodes_down_leaves_no_process(tmp_path: Path, local_cluster: Loca
     assert local_cluster.is_up()
     with local_cluster.http() as http:
         assert http.get("/readyz").status_code == 200
+
+    # up again on the kept state: same URL, and what was stored is still there
+    try:
+        restarted = cli("up", "--name", name, "--cpu-nodes", "1", "--gpu-nodes", "1", home=home)
+        assert restarted.returncode == 0, restarted.stderr
+        assert up.stdout.splitlines()[0] == restarted.stdout.splitlines()[0]  # "... up at URL"
+        kept = kubectl(kubeconfig, "get", "configmap", "keep-me", "-o", "jsonpath={.data.k}")
+        assert kept.stdout == "v"
+    finally:
+        assert cli("down", "--name", name, home=home).returncode == 0
 
 
 def test_bad_options_name_the_option(tmp_path: Path) -> None:
