@@ -46,7 +46,7 @@ from trainyard_local.cluster import LocalCluster, state_root
 from trainyard_local.kubeconfig import write_token_kubeconfig
 from trainyard_local.operator_process import MATCH as OPERATOR_MATCH
 from trainyard_local.operator_process import OperatorProcess
-from trainyard_local.prometheus import LocalPrometheus
+from trainyard_local.prometheus import LocalPrometheus, PrometheusError, TrainerTargetSync
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "deploy" / "helm" / "trainyard"
@@ -442,14 +442,11 @@ class EmbeddedDemo:
             f"operator: running as ServiceAccount {CHART_NAMESPACE}/{RELEASE} "
             f"(pid {operator['pid']}, metrics :{operator['metrics_port']})"
         )
-        prom = LocalPrometheus.running(self.prometheus_home)
-        if prom is None:
-            prom = LocalPrometheus(
-                self.prometheus_home,
-                operator_target=f"127.0.0.1:{operator['metrics_port']}",
-                kubeconfig=self.cluster.kubeconfig,
-            )
-            prom.start()
+        # restarted on every run: the operator's metrics port may have changed (TSDB kept)
+        prom = LocalPrometheus(
+            self.prometheus_home, operator_target=f"127.0.0.1:{operator['metrics_port']}"
+        )
+        prom.start()
         console.log(f"prometheus: {prom.url}")
         ensure_namespace(self.cluster.kubeconfig, JOB_NAMESPACE, RESTRICTED)
         manifest = yaml.safe_load(job_file.read_text())
@@ -457,7 +454,11 @@ class EmbeddedDemo:
         delete_job(self.cluster.kubeconfig, JOB_NAMESPACE, name)
         kubectl(self.cluster.kubeconfig, "apply", "-n", JOB_NAMESPACE, "-f", str(job_file))
         console.log(f"kubectl apply -n {JOB_NAMESPACE} -f {job_file.relative_to(REPO)}")
-        job = follow(self.cluster.kubeconfig, JOB_NAMESPACE, name, console=console)
+        sync = TrainerTargetSync(self.cluster.kubeconfig, prom.trainer_targets_file).start()
+        try:
+            job = follow(self.cluster.kubeconfig, JOB_NAMESPACE, name, console=console)
+        finally:
+            sync.stop()
         phase = job["status"]["phase"]
         console.print(results_table(job))
         time.sleep(2)  # one more scrape of the operator after the job finished
@@ -482,8 +483,7 @@ class EmbeddedDemo:
             processes.stop(processes.Tracked("operator", int(record["pid"]), OPERATOR_MATCH))
             self.console.log(f"operator (pid {record['pid']}) stopped")
         self.operator_record.unlink(missing_ok=True)
-        prom = LocalPrometheus.running(self.prometheus_home)
-        if prom is not None and LocalPrometheus(self.prometheus_home, "", Path()).stop():
+        if LocalPrometheus(self.prometheus_home, "").stop():
             self.console.log("prometheus stopped")
         stopped = self.cluster.stop()
         self.console.log(f"cluster {CLUSTER_NAME}: stopped {', '.join(stopped) or 'nothing'}")
@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             return subprocess.run(["make", "demo-kind"], cwd=REPO, check=False).returncode
         console.log("no kind cluster possible here (no Docker engine or kind): embedded path")
         return EmbeddedDemo(console).up(job_file=args.job)
-    except (DemoError, binaries.BinariesMissingError) as error:
+    except (DemoError, PrometheusError, binaries.BinariesMissingError) as error:
         console.print(f"[red]demo failed:[/red] {error}")
         return 1
 

@@ -6,13 +6,15 @@ with its data and config under `<state dir>/prometheus/`. It scrapes every secon
 
 - `job="trainyard-operator"`: the operator process's metrics port (a static target, since
   the operator runs as a local process next to the cluster);
-- `job="trainyard-trainers"`: every pod labelled `app.kubernetes.io/managed-by=
-  trainyard-operator` at its container port named `metrics` (9400), found by Prometheus's
-  own Kubernetes service discovery through the cluster's admin kubeconfig. Pod IPs are the
-  process agent's loopback addresses (127.2.x.y), where each worker's metrics server
-  listens. The pod labels `trainyard.dev/job-name` and `trainyard.dev/worker-index` become
-  `trainyard_dev_job_name` and `trainyard_dev_worker_index`, as the chart's PodMonitor does
-  on a real cluster, so deploy/monitoring's dashboard and alerts work on both.
+- `job="trainyard-trainers"`: every running pod labelled `app.kubernetes.io/managed-by=
+  trainyard-operator` at its container port named `metrics` (9400). Debian builds
+  Prometheus without Kubernetes service discovery, so `TrainerTargetSync` lists those pods
+  through the API every second and writes them to a file_sd file that Prometheus watches.
+  Pod IPs are the process agent's loopback addresses (127.2.x.y), where each worker's
+  metrics server listens. The pod labels `trainyard.dev/job-name` and
+  `trainyard.dev/worker-index` become `trainyard_dev_job_name` and
+  `trainyard_dev_worker_index`, as the chart's PodMonitor does on a real cluster, so
+  deploy/monitoring's dashboard and alerts work on both.
 
 deploy/monitoring/alerts.yaml is loaded as a rule file, so the alerts are checked by a real
 rule engine too. The process is started and stopped by pid through `processes.py`.
@@ -21,9 +23,12 @@ rule engine too. The process is started and stopped by pid through `processes.py
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import subprocess
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,8 @@ from trainyard_local import processes
 #: deploy/monitoring/alerts.yaml of this checkout (the package is installed editable)
 ALERTS_FILE = Path(__file__).resolve().parents[2] / "monitoring" / "alerts.yaml"
 SCRAPE_INTERVAL = "1s"
+
+log = logging.getLogger("trainyard_local.prometheus")
 
 
 class PrometheusError(RuntimeError):
@@ -53,30 +60,11 @@ def prometheus_binary() -> Path:
     return Path(found)
 
 
-def scrape_config(*, operator_target: str, kubeconfig: Path) -> dict[str, Any]:
+TRAINER_SELECTOR = "app.kubernetes.io/managed-by=trainyard-operator"
+
+
+def scrape_config(*, operator_target: str, trainer_targets_file: Path) -> dict[str, Any]:
     """The prometheus.yml that scrapes the operator and the trainer pods."""
-    trainer_relabel: list[dict[str, Any]] = [
-        {
-            "action": "keep",
-            "source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_managed_by"],
-            "regex": "trainyard-operator",
-        },
-        {
-            "action": "keep",
-            "source_labels": ["__meta_kubernetes_pod_container_port_name"],
-            "regex": "metrics",
-        },
-        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-        {
-            "source_labels": ["__meta_kubernetes_pod_label_trainyard_dev_job_name"],
-            "target_label": "trainyard_dev_job_name",
-        },
-        {
-            "source_labels": ["__meta_kubernetes_pod_label_trainyard_dev_worker_index"],
-            "target_label": "trainyard_dev_worker_index",
-        },
-    ]
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
         "rule_files": [str(ALERTS_FILE)] if ALERTS_FILE.exists() else [],
@@ -88,11 +76,94 @@ def scrape_config(*, operator_target: str, kubeconfig: Path) -> dict[str, Any]:
             {
                 "job_name": "trainyard-trainers",
                 "scrape_timeout": SCRAPE_INTERVAL,
-                "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": str(kubeconfig)}],
-                "relabel_configs": trainer_relabel,
+                "file_sd_configs": [
+                    {"files": [str(trainer_targets_file)], "refresh_interval": "5s"}
+                ],
             },
         ],
     }
+
+
+def trainer_targets(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """file_sd target groups for running trainer pods: `<pod IP>:<metrics port>` + labels."""
+    groups = []
+    for pod in pods:
+        meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+        labels = meta.get("labels") or {}
+        if status.get("phase") != "Running" or not status.get("podIP"):
+            continue
+        ports = [
+            port["containerPort"]
+            for container in spec.get("containers") or []
+            for port in container.get("ports") or []
+            if port.get("name") == "metrics"
+        ]
+        for port in ports:
+            groups.append(
+                {
+                    "targets": [f"{status['podIP']}:{port}"],
+                    "labels": {
+                        "namespace": meta["namespace"],
+                        "pod": meta["name"],
+                        "trainyard_dev_job_name": labels.get("trainyard.dev/job-name", ""),
+                        "trainyard_dev_worker_index": labels.get("trainyard.dev/worker-index", ""),
+                    },
+                }
+            )
+    return sorted(groups, key=lambda group: str(group["targets"]))
+
+
+class TrainerTargetSync:
+    """Keeps the trainers' file_sd file equal to the running trainer pods (1 s polling)."""
+
+    def __init__(self, kubeconfig: Path, targets_file: Path, interval: float = 1.0) -> None:
+        self.kubeconfig = kubeconfig
+        self.targets_file = targets_file
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="trainer-targets", daemon=True)
+
+    def sync_once(self, core: Any) -> list[dict[str, Any]]:
+        answer = core.list_pod_for_all_namespaces(
+            label_selector=TRAINER_SELECTOR, _preload_content=False
+        )
+        groups = trainer_targets(json.loads(answer.data)["items"])
+        write_targets(self.targets_file, groups)
+        return groups
+
+    def _loop(self) -> None:
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(self.kubeconfig)
+        )
+        core = client.CoreV1Api(api)
+        while not self._stop.is_set():
+            try:
+                self.sync_once(core)
+            except Exception:  # the API server may be restarting; try again next tick
+                log.debug("trainer target sync failed", exc_info=True)
+            self._stop.wait(self.interval)
+        api.close()
+
+    def start(self) -> TrainerTargetSync:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+
+def write_targets(path: Path, groups: list[dict[str, Any]]) -> None:
+    """Write a file_sd file atomically (Prometheus must never read half of one)."""
+    text = json.dumps(groups, indent=1)
+    if path.exists() and path.read_text() == text:
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 @dataclass
@@ -101,8 +172,9 @@ class LocalPrometheus:
 
     home: Path
     operator_target: str
-    kubeconfig: Path
     port: int = 0
+    #: the server's Popen when this process started it (reaped on stop: no zombie, no warning)
+    _popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -111,6 +183,10 @@ class LocalPrometheus:
     @property
     def pid_file(self) -> Path:
         return self.home / "prometheus.pid.json"
+
+    @property
+    def trainer_targets_file(self) -> Path:
+        return self.home / "trainer-targets.json"
 
     @property
     def log_path(self) -> Path:
@@ -124,13 +200,18 @@ class LocalPrometheus:
         if not self.port:
             self.port = processes.free_ports(1)[0]
         config_path = self.home / "prometheus.yml"
+        if not self.trainer_targets_file.exists():
+            write_targets(self.trainer_targets_file, [])
         config_path.write_text(
             yaml.safe_dump(
-                scrape_config(operator_target=self.operator_target, kubeconfig=self.kubeconfig),
+                scrape_config(
+                    operator_target=self.operator_target,
+                    trainer_targets_file=self.trainer_targets_file,
+                ),
                 sort_keys=False,
             )
         )
-        popen = processes.spawn(
+        popen = self._popen = processes.spawn(
             [
                 str(binary),
                 f"--config.file={config_path}",
@@ -165,9 +246,11 @@ class LocalPrometheus:
             record = json.loads(self.pid_file.read_text())
         except (FileNotFoundError, ValueError):
             return False
+        popen = self._popen if self._popen and self._popen.pid == record["pid"] else None
         stopped = processes.stop(
-            processes.Tracked("prometheus", int(record["pid"]), str(record["match"]))
+            processes.Tracked("prometheus", int(record["pid"]), str(record["match"])), popen=popen
         )
+        self._popen = None
         self.pid_file.unlink(missing_ok=True)
         return stopped
 
@@ -181,7 +264,7 @@ class LocalPrometheus:
         tracked = processes.Tracked("prometheus", int(record["pid"]), str(record["match"]))
         if not processes.is_running(tracked):
             return None
-        return cls(home, "", Path(), port=int(record["port"]))
+        return cls(home, "", port=int(record["port"]))
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """An instant query; the result vector (each item has `metric` and `value`)."""
