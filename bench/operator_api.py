@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.watch.watch import iter_resp_lines
 from prometheus_client.parser import text_string_to_metric_families
+from urllib3.exceptions import ProtocolError
 
 from trainyard_local.cluster import LocalCluster
 from trainyard_local.kubeconfig import write_token_kubeconfig
@@ -155,42 +157,59 @@ def run(
     job_running: dict[str, float] = {}
     stop = threading.Event()
 
-    def watch_pods(kubeconfig: str) -> None:
-        watch_api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))  # type: ignore[no-untyped-call]
-        response: Any = watch_api.list_namespaced_pod(
-            NAMESPACE, watch=True, _preload_content=False, timeout_seconds=900
-        )
-        for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
-            obj = json.loads(line)["object"]
-            now = time.monotonic()
-            name = obj["metadata"]["name"]
-            owner = obj["metadata"]["labels"]["trainyard.dev/job-name"]
-            seen[owner].setdefault(name, now)
-            if obj.get("status", {}).get("phase") == "Running":
-                running[owner].setdefault(name, now)
-            if stop.is_set():
-                return
+    events = {"pods": 0, "trainingjobs": 0, "reconnects": 0}
 
-    def watch_jobs(kubeconfig: str) -> None:
-        watch_api = client.CustomObjectsApi(config.new_client_from_config(config_file=kubeconfig))  # type: ignore[no-untyped-call]
-        response: Any = watch_api.list_namespaced_custom_object(
-            "trainyard.dev",
-            "v1alpha1",
-            NAMESPACE,
-            "trainingjobs",
-            watch=True,
-            _preload_content=False,
-            timeout_seconds=900,
-        )
-        for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
-            obj = json.loads(line)["object"]
-            if (obj.get("status") or {}).get("phase") == "Running":
-                job_running.setdefault(obj["metadata"]["name"], time.monotonic())
-            if stop.is_set():
-                return
+    def on_pod(obj: dict[str, Any], now: float) -> None:
+        name = obj["metadata"]["name"]
+        owner = obj["metadata"]["labels"]["trainyard.dev/job-name"]
+        seen[owner].setdefault(name, now)
+        if obj.get("status", {}).get("phase") == "Running":
+            running[owner].setdefault(name, now)
 
-    for target in (watch_pods, watch_jobs):
-        threading.Thread(target=target, args=(admin,), daemon=True).start()
+    def on_job(obj: dict[str, Any], now: float) -> None:
+        if (obj.get("status") or {}).get("phase") == "Running":
+            job_running.setdefault(obj["metadata"]["name"], now)
+
+    def watch(kind: str, handle: Callable[[dict[str, Any], float], None]) -> None:
+        api = config.new_client_from_config(config_file=admin)  # type: ignore[no-untyped-call]
+        core, custom_api = client.CoreV1Api(api), client.CustomObjectsApi(api)
+        version = ""
+        while not stop.is_set():
+            if kind == "pods":
+                response: Any = core.list_namespaced_pod(
+                    NAMESPACE,
+                    watch=True,
+                    resource_version=version or None,
+                    _preload_content=False,
+                    timeout_seconds=60,
+                )
+            else:
+                response = custom_api.list_namespaced_custom_object(
+                    "trainyard.dev",
+                    "v1alpha1",
+                    NAMESPACE,
+                    "trainingjobs",
+                    watch=True,
+                    resource_version=version or None,
+                    _preload_content=False,
+                    timeout_seconds=60,
+                )
+            try:
+                for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+                    event = json.loads(line)
+                    if event["type"] == "ERROR":
+                        version = ""
+                        break
+                    obj = event["object"]
+                    version = obj["metadata"]["resourceVersion"]
+                    events[kind] += 1
+                    handle(obj, time.monotonic())
+            except ProtocolError:
+                pass  # the server ended the stream (e.g. at shutdown); resume from `version`
+            events["reconnects"] += 1
+
+    for kind, handle in (("pods", on_pod), ("trainingjobs", on_job)):
+        threading.Thread(target=watch, args=(kind, handle), daemon=True).start()
     time.sleep(0.5)
     before = requests_by_verb(operator)
     applied: dict[str, float] = {}
@@ -216,6 +235,10 @@ def run(
         max(running[n].values()) - t for n, t in applied.items() if len(running[n]) == workers
     ]
     phase_running = [job_running[n] - t for n, t in applied.items() if n in job_running]
+    print(
+        f"(watch events seen: {events['pods']} pod, {events['trainingjobs']} TrainingJob; "
+        f"{events['reconnects']} watch restarts)"
+    )
     print(
         f"{jobs} jobs x {workers} workers applied in {apply_seconds:.1f} s "
         f"({jobs / apply_seconds:.1f} jobs/s)"

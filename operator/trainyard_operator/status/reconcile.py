@@ -150,6 +150,9 @@ def reconcile(
         _suspend(draft, pods)
     else:
         _run(draft, pods)
+    # Every condition was re-evaluated against this generation, including the unchanged ones.
+    for cond in draft.status.conditions:
+        cond.observed_generation = job.generation
     return draft.plan()
 
 
