@@ -313,9 +313,8 @@ DEMO_QUERIES = (
     ("jobs by phase (operator)", 'trainyard_jobs{namespace="%s"} > 0'),
     ("jobs succeeded (operator)", 'trainyard_jobs_succeeded_total{namespace="%s"}'),
     (
-        "accuracy per stage (trainer, worker 0)",
-        'last_over_time(trainyard_trainer_stage_accuracy{namespace="%s",'
-        'trainyard_dev_worker_index="0"}[30m])',
+        "last evaluation accuracy (trainer)",
+        'max by (pod) (last_over_time(trainyard_trainer_accuracy{namespace="%s"}[30m]))',
     ),
     (
         "optimizer steps per worker (trainer)",
@@ -332,15 +331,15 @@ def prometheus_table(prom: LocalPrometheus, namespace: str) -> Table:
     for title, query in DEMO_QUERIES:
         heading = title
         for item in prom.query(query % namespace) or [{"metric": {}, "value": [0, "(none)"]}]:
-            labels = {
-                k: v
-                for k, v in item["metric"].items()
-                if k in ("__name__", "phase", "stage", "pod", "job")
-            }
+            labels = ", ".join(
+                f"{k}={v}"
+                for k, v in sorted(item["metric"].items())
+                if k in ("phase", "stage", "pod", "job")
+            )
             value = str(item["value"][1])
             with contextlib.suppress(ValueError):
                 value = f"{float(value):g}"
-            table.add_row(heading, json.dumps(labels, sort_keys=True), value)
+            table.add_row(heading, labels, value)
             heading = ""
     return table
 
@@ -389,7 +388,12 @@ class EmbeddedDemo:
             name=RELEASE,
             path=self.home / "operator.kubeconfig",
         )
-        operator = OperatorProcess(sa_config, log_path=self.home / "operator.log")
+        operator = OperatorProcess(
+            sa_config,
+            log_path=self.home / "operator.log",
+            # read worker 0's progress every second: the demo's run is short
+            env={"TRAINYARD_PROGRESS_INTERVAL_SECONDS": "1"},
+        )
         popen = processes.spawn(
             [sys.executable, "-m", "trainyard_operator"],
             operator.log_path,
@@ -460,14 +464,16 @@ class EmbeddedDemo:
         finally:
             sync.stop()
         phase = job["status"]["phase"]
+        console.print()
         console.print(results_table(job))
         time.sleep(2)  # one more scrape of the operator after the job finished
         console.print(prometheus_table(prom, JOB_NAMESPACE))
-        kube = f"kubectl --kubeconfig {self.cluster.kubeconfig}"
         console.print(
             "\n[bold]Where to look next[/bold]\n"
-            f"  {kube} get tj -A            # the job, its phase and progress columns\n"
-            f"  {kube} -n {JOB_NAMESPACE} describe tj {name}\n"
+            f"  export KUBECONFIG={self.cluster.kubeconfig} "
+            f"PATH={binaries.bin_dir()}:$PATH\n"
+            f"  kubectl get tj -A                     # phase, workers, stage, progress\n"
+            f"  kubectl -n {JOB_NAMESPACE} describe tj {name}\n"
             f"  worker logs (no kubelet, so no `kubectl logs`): "
             f"{self.cluster.state_dir / 'pods'}/{JOB_NAMESPACE}_{name}-worker-*/trainer.log\n"
             f"  operator log: {operator['log']}\n"
@@ -514,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     watch.add_argument("--namespace", default=JOB_NAMESPACE)
     watch.add_argument("--job", type=Path, default=EXAMPLE)
     args = parser.parse_args(argv)
-    console = Console()
+    # a pipe (make, CI logs) gets 80 columns by default, too narrow for the tables
+    console = Console(width=None if sys.stdout.isatty() else 120)
     try:
         if args.command == "down":
             EmbeddedDemo(console).down()
@@ -541,6 +548,7 @@ def follow_anywhere(kubeconfig: Path, namespace: str, job_file: Path, console: C
     delete_job(kubeconfig, namespace, name)
     kubectl(kubeconfig, "apply", "-n", namespace, "-f", str(job_file))
     job = follow(kubeconfig, namespace, name, console=console)
+    console.print()
     console.print(results_table(job))
     console.print(f"\n[bold]demo wall time: {time.monotonic() - began:.1f} s[/bold]")
     return 0 if job["status"]["phase"] == "Succeeded" else 1
