@@ -331,3 +331,11 @@ def test_pod_view_reads_a_real_pod_object() -> None:
     assert view.termination_message == "killed"
     assert view.created == T0
     assert PodView.from_object({"metadata": {"name": "x", "labels": {}}}) is None
+
+
+def test_conditions_follow_the_generation_of_the_spec_they_were_judged_against() -> None:
+    job = running_job()
+    bumped = job.model_copy(update={"generation": 2})
+    plan = reconcile(bumped, [pod(0), pod(1)], T0 + timedelta(seconds=5))
+    assert {c.observed_generation for c in plan.status.conditions} == {2}
+    assert plan.status.observed_generation == 2
