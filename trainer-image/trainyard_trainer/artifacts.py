@@ -95,7 +95,9 @@ def load_model(path: Path) -> nn.Module:
     spec = ModelSpec(**meta)
     model = build_model(payload["model"], spec).eval()
     kind = payload["kind"]
-    state = dict(payload["state"])
+    # The loaded state dict is kept as-is: its `_metadata` carries the module versions that
+    # int8 modules need to read their packed weights back.
+    state = payload["state"]
     if kind == "sparse":
         state.update({k: decode_sparse(v) for k, v in payload["sparse"].items()})
     elif kind == "int8-dynamic":

@@ -28,6 +28,7 @@ class ModelSpec:
     num_classes: int
     block_size: int = 0
     scale: float = 1.0
+    dropout: float | None = None  # None: the family's default
 
 
 def _width(base: int, scale: float, multiple: int = 1) -> int:
@@ -39,8 +40,9 @@ class MLP(nn.Module):
 
     HIDDEN = (512, 256, 128)
 
-    def __init__(self, spec: ModelSpec, dropout: float = 0.2) -> None:
+    def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
+        dropout = 0.2 if spec.dropout is None else spec.dropout
         in_features = 1
         for dim in spec.input_shape:
             in_features *= dim
@@ -63,8 +65,9 @@ class CNN(nn.Module):
     # Pairs that static quantization fuses into single int8 kernels.
     FUSE = (("conv1", "relu1"), ("conv2", "relu2"), ("conv3", "relu3"), ("fc1", "relu4"))
 
-    def __init__(self, spec: ModelSpec, dropout: float = 0.2) -> None:
+    def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
+        dropout = 0.2 if spec.dropout is None else spec.dropout
         channels = spec.input_shape[0]
         c1, c2, c3 = (_width(c, spec.scale) for c in (32, 64, 128))
         hidden = _width(128, spec.scale)
@@ -139,8 +142,9 @@ class TinyGPT(nn.Module):
     HEAD_DIM = 32
     LAYERS = 2
 
-    def __init__(self, spec: ModelSpec, dropout: float = 0.1) -> None:
+    def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
+        dropout = 0.1 if spec.dropout is None else spec.dropout
         width = _width(self.WIDTH, spec.scale, multiple=16)
         heads = max(1, width // self.HEAD_DIM)
         while width % heads:

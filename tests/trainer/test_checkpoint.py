@@ -1,0 +1,46 @@
+"""Checkpoint files: atomic, the newest K kept, a damaged newest one skipped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from trainyard_trainer.checkpoint import Checkpointer, TrainState, capture_rng, restore_rng
+
+
+def test_keep_k_and_fall_back_past_a_damaged_file(tmp_path: Path) -> None:
+    ckpt = Checkpointer(tmp_path / "ckpt", every_epochs=1, keep=2)
+    for epoch in (1, 2, 3):
+        ckpt.save({"model": {"w": torch.full((3,), float(epoch))}}, TrainState(epoch=epoch))
+    names = [p.name for p in ckpt.paths()]
+    assert names == ["ckpt-e00002-s0000000.pt", "ckpt-e00003-s0000000.pt"]
+    assert not list((tmp_path / "ckpt").glob(".tmp-*"))  # no temp files left behind
+
+    ckpt.paths()[-1].write_bytes(b"torn write")
+    found = ckpt.load_latest()
+    assert found is not None
+    path, payload = found
+    assert path.name == "ckpt-e00002-s0000000.pt"
+    assert payload["state"]["epoch"] == 2
+    assert payload["model"]["w"].tolist() == [2.0, 2.0, 2.0]
+
+
+def test_mid_epoch_checkpoint_sorts_after_its_epoch(tmp_path: Path) -> None:
+    ckpt = Checkpointer(tmp_path, every_epochs=1, keep=5)
+    ckpt.save({}, TrainState(epoch=2))
+    ckpt.save({}, TrainState(epoch=2, step_in_epoch=17))
+    found = ckpt.load_latest()
+    assert found is not None and found[1]["state"]["step_in_epoch"] == 17
+
+
+def test_rng_state_round_trips() -> None:
+    import random
+
+    import numpy as np
+
+    state = capture_rng()
+    expected = (torch.rand(3), np.random.rand(), random.random())
+    restore_rng(state)
+    again = (torch.rand(3), np.random.rand(), random.random())
+    assert torch.equal(expected[0], again[0]) and expected[1:] == again[1:]

@@ -1,0 +1,61 @@
+"""Restarts: a worker killed with SIGKILL mid-epoch resumes from the latest checkpoint and
+lands where an uninterrupted run lands; SIGTERM checkpoints and exits 143 promptly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import torch
+from trainer_procs import DIGITS, children_of
+
+pytestmark = pytest.mark.timeout(300)
+
+# Small batches make an epoch last about a second, long enough to be killed inside it.
+CONFIG = {
+    "trainer": {**DIGITS, "epochs": 6, "batchSize": 16, "seed": 7},
+    "checkpoint": {"everyEpochs": 1, "keep": 2},
+}
+
+
+def test_sigkill_mid_epoch_then_restart_resumes_and_matches(trainer) -> None:
+    reference = trainer(CONFIG, nproc=2, name="reference")
+    assert reference.finish() == 0, reference.text
+
+    first = trainer(CONFIG, nproc=2, name="interrupted")
+    first.wait_for_line("[checkpoint] saved ckpt-e00002")
+    # Now inside epoch 3: kill one worker outright, as a node failure would.
+    workers = children_of(first.proc.pid)
+    assert len(workers) == 2
+    os.kill(workers[-1], signal.SIGKILL)
+    assert first.finish() != 0
+    assert "[train] epoch 3/6" not in first.text  # the kill landed inside epoch 3
+
+    again = trainer(CONFIG, nproc=2, name="interrupted")  # same output path: a gang restart
+    assert again.finish() == 0, again.text
+    results = again.results()
+    resumed_epoch = int(results["resumedFrom"].split("-e")[1][:5])
+    assert resumed_epoch >= 2
+    assert "[train] epoch 1/6" not in again.text
+    assert abs(results["accuracy"] - reference.results()["accuracy"]) <= 0.01
+    # Checkpoints are pruned to `keep`.
+    assert len(list((again.output / "checkpoints").glob("ckpt-*.pt"))) == 2
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143_within_10s(trainer) -> None:
+    run = trainer({**CONFIG, "trainer": {**CONFIG["trainer"], "epochs": 50}}, torchrun=False)
+    run.wait_for_line("[train] epoch 2/50")
+    time.sleep(0.3)  # inside epoch 3 now
+    sent = time.monotonic()
+    run.proc.send_signal(signal.SIGTERM)
+    code = run.finish(timeout=30)
+    elapsed = time.monotonic() - sent
+    assert code == 143, run.text
+    assert elapsed < 10, f"took {elapsed:.1f}s to stop"
+    newest = sorted((run.output / "checkpoints").glob("ckpt-*.pt"))[-1]
+    state = torch.load(newest, weights_only=True)["state"]
+    # Saved at the step where the signal landed, not just the last epoch boundary.
+    assert (state["epoch"], state["step_in_epoch"]) > (2, 0)
+    assert "stopping on SIGTERM" in run.text
