@@ -28,6 +28,7 @@ import queue
 import signal
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,10 +87,10 @@ class IpPool:
 
     SIZE = 256 * 254
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, start: int = 0) -> None:
         self.network = ipaddress.ip_network(f"{prefix}.0.0/16")
         self.taken: set[str] = set()
-        self.cursor = 0
+        self.cursor = start % self.SIZE
 
     def _address(self, index: int) -> str:
         x, y = divmod(index, 254)
@@ -252,7 +253,11 @@ class Agent:
         self.runner: Runner = load_runner(
             runner_name, RunnerOptions(state_dir=state_dir, kubeconfig=kubeconfig, cluster=cluster)
         )
-        self.ips = IpPool(RUNNERS[runner_name].ip_prefix)
+        # each cluster starts in its own /24 block (by name), so that the process pods of two
+        # clusters side by side do not share an IP: each worker binds port 9400 on its pod IP
+        self.ips = IpPool(
+            RUNNERS[runner_name].ip_prefix, start=zlib.crc32(cluster.encode()) % 256 * 254
+        )
         self.pods: dict[str, PodRecord] = {}
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.stopping = threading.Event()
