@@ -31,6 +31,7 @@ def test_trainer_process_exits_2_naming_the_field(tmp_path: Path, config, field)
         [sys.executable, "-m", "trainyard_trainer"],
         env=trainer_env(config, output),
         capture_output=True,
+        check=False,
         text=True,
         timeout=90,
     )
@@ -52,6 +53,7 @@ def test_data_path_without_data_is_a_config_error(tmp_path: Path) -> None:
             {"trainer": {"dataset": "imagefolder", "dataPath": str(empty)}}, tmp_path / "out"
         ),
         capture_output=True,
+        check=False,
         text=True,
         timeout=90,
     )

@@ -47,7 +47,10 @@ def test_cifar10_python_batches(tmp_path: Path) -> None:
     folder.mkdir()
     rng = np.random.default_rng(1)
     for name, n in (("data_batch_1", 8), ("data_batch_2", 8), ("test_batch", 4)):
-        batch = {b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8), b"labels": list(range(n))}
+        batch = {
+            b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
+            b"labels": list(range(n)),
+        }
         (folder / name).write_bytes(pickle.dumps(batch))
     data = load_dataset("cifar10", str(tmp_path))
     assert data.train_x.shape == (16, 3, 32, 32) and data.test_y.tolist() == [0, 1, 2, 3]

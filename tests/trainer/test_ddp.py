@@ -9,7 +9,6 @@ import socket
 import urllib.request
 
 import pytest
-
 from trainer_procs import DIGITS
 
 pytestmark = pytest.mark.timeout(240)
@@ -42,8 +41,15 @@ def test_two_processes_reach_95_percent_with_identical_replicas(trainer) -> None
     assert re.search(r"^trainyard_trainer_steps_total [1-9]", metrics, re.M)
     assert re.search(r"^trainyard_trainer_accuracy 0\.[5-9]", metrics, re.M)
     assert re.search(r"^trainyard_trainer_allreduce_seconds_count [1-9]", metrics, re.M)
-    for name in ("progress_ratio", "eta_seconds", "loss", "samples_per_second",
-                 "samples_total", "last_progress_timestamp_seconds", "epochs"):
+    for name in (
+        "progress_ratio",
+        "eta_seconds",
+        "loss",
+        "samples_per_second",
+        "samples_total",
+        "last_progress_timestamp_seconds",
+        "epochs",
+    ):
         assert f"\ntrainyard_trainer_{name} " in metrics, name
 
     assert run.finish() == 0, run.text
@@ -55,8 +61,16 @@ def test_two_processes_reach_95_percent_with_identical_replicas(trainer) -> None
     assert results["worldSize"] == 2
     assert results["accuracy"] >= 0.95
     # One progress line per epoch, in the documented shape.
-    assert len(re.findall(r"^\[train\] epoch \d+/12 loss [\d.]+ acc [\d.]+ \d+ samples/s eta \d+s$",
-                          run.text, re.M)) == 12
+    assert (
+        len(
+            re.findall(
+                r"^\[train\] epoch \d+/12 loss [\d.]+ acc [\d.]+ \d+ samples/s eta \d+s$",
+                run.text,
+                re.M,
+            )
+        )
+        == 12
+    )
 
     message = run.termination_log.read_text()
     assert len(message.encode()) <= 4096

@@ -17,18 +17,18 @@ import traceback
 # Threads per process before torch starts its pools: several ranks share a node's cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import torch  # noqa: E402 - after the thread default above
+import torch
 
-from trainyard_trainer.config import ConfigError, load_config_json  # noqa: E402
-from trainyard_trainer.datasets import load_dataset  # noqa: E402
-from trainyard_trainer.distributed import (  # noqa: E402
+from trainyard_trainer.config import ConfigError, load_config_json
+from trainyard_trainer.datasets import load_dataset
+from trainyard_trainer.distributed import (
     MasterUnreachableError,
     init_distributed,
     shutdown,
 )
-from trainyard_trainer.results import write_error  # noqa: E402
-from trainyard_trainer.runner import run_job  # noqa: E402
-from trainyard_trainer.train import PreemptedError, StopSignal  # noqa: E402
+from trainyard_trainer.results import write_error
+from trainyard_trainer.runner import run_job
+from trainyard_trainer.train import PreemptedError, StopSignal
 
 EXIT_CONFIG = 2
 EXIT_SIGTERM = 143

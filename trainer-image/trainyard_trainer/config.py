@@ -183,7 +183,9 @@ def _float(
     return float(value)
 
 
-def _choice(obj: dict[str, Any], key: str, default: str, path: str, options: tuple[str, ...]) -> str:
+def _choice(
+    obj: dict[str, Any], key: str, default: str, path: str, options: tuple[str, ...]
+) -> str:
     value = obj.get(key, default)
     if value not in options:
         raise ConfigError(f"{path}.{key}", f"must be one of {', '.join(options)}, got {value!r}")
@@ -235,7 +237,8 @@ def parse_trainer(raw: Any) -> TrainerConfig:
         raise ConfigError("trainer.dataPath", f"required for dataset {cfg.dataset}")
     if cfg.model == "transformer" and cfg.dataset not in (*TOKEN_DATASETS, "synthetic"):
         raise ConfigError(
-            "trainer.model", f"transformer needs a token dataset (text, synthetic), not {cfg.dataset}"
+            "trainer.model",
+            f"transformer needs a token dataset (text, synthetic), not {cfg.dataset}",
         )
     if cfg.model != "transformer" and cfg.dataset in TOKEN_DATASETS:
         raise ConfigError(

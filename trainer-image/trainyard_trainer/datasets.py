@@ -18,7 +18,7 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -57,6 +57,7 @@ def _split(n: int, test_share: float) -> tuple[np.ndarray, np.ndarray]:
 
 def _image_bundle(
     name: str,
+    *,
     train_x: np.ndarray,
     train_y: np.ndarray,
     test_x: np.ndarray,
@@ -87,7 +88,12 @@ def load_digits(_: str) -> DataBundle:
     images = data.images.astype(np.float32)[:, None, :, :] / 16.0
     train, test = _split(len(images), 0.2)
     return _image_bundle(
-        "digits", images[train], data.target[train], images[test], data.target[test], 10
+        "digits",
+        train_x=images[train],
+        train_y=data.target[train],
+        test_x=images[test],
+        test_y=data.target[test],
+        num_classes=10,
     )
 
 
@@ -145,7 +151,14 @@ def read_idx(path: Path) -> np.ndarray:
         raw = gzip.decompress(raw)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ConfigError("trainer.dataPath", f"{path} is not an idx file")
-    dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    dtype: dict[int, Any] = {
+        0x08: np.uint8,
+        0x09: np.int8,
+        0x0B: ">i2",
+        0x0C: ">i4",
+        0x0D: ">f4",
+        0x0E: ">f8",
+    }
     if raw[2] not in dtype:
         raise ConfigError("trainer.dataPath", f"{path}: unknown idx element type {raw[2]:#x}")
     dims = raw[3]
@@ -154,7 +167,7 @@ def read_idx(path: Path) -> np.ndarray:
     expected = int(np.prod(shape))
     if array.size != expected:
         raise ConfigError("trainer.dataPath", f"{path}: {array.size} values, header says {shape}")
-    return array.reshape(shape)
+    return cast(np.ndarray, array.reshape(shape))
 
 
 def _find(root: Path, stem: str, subdirs: tuple[str, ...]) -> Path | None:
@@ -184,11 +197,11 @@ def _load_idx_dataset(name: str, data_path: str) -> DataBundle:
         parts[key] = read_idx(found)
     return _image_bundle(
         name,
-        parts["train_x"][:, None, :, :].astype(np.float32) / 255.0,
-        parts["train_y"],
-        parts["test_x"][:, None, :, :].astype(np.float32) / 255.0,
-        parts["test_y"],
-        10,
+        train_x=parts["train_x"][:, None, :, :].astype(np.float32) / 255.0,
+        train_y=parts["train_y"],
+        test_x=parts["test_x"][:, None, :, :].astype(np.float32) / 255.0,
+        test_y=parts["test_y"],
+        num_classes=10,
     )
 
 
@@ -239,11 +252,11 @@ def load_cifar10(data_path: str) -> DataBundle:
             test_x, test_y = _cifar_batch(test_file)
             return _image_bundle(
                 "cifar10",
-                np.concatenate([x for x, _ in train]).astype(np.float32) / 255.0,
-                np.concatenate([y for _, y in train]),
-                test_x.astype(np.float32) / 255.0,
-                test_y,
-                10,
+                train_x=np.concatenate([x for x, _ in train]).astype(np.float32) / 255.0,
+                train_y=np.concatenate([y for _, y in train]),
+                test_x=test_x.astype(np.float32) / 255.0,
+                test_y=test_y,
+                num_classes=10,
             )
     raise _no_data(root, "data_batch_1..5 and test_batch, as in cifar-10-batches-py")
 
@@ -290,11 +303,25 @@ def load_imagefolder(data_path: str) -> DataBundle:
     x, y = read(train_classes)
     if test_classes:
         test_x, test_y = read(test_classes)
-        return _image_bundle("imagefolder", x, y, test_x, test_y, len(names))
+        return _image_bundle(
+            "imagefolder",
+            train_x=x,
+            train_y=y,
+            test_x=test_x,
+            test_y=test_y,
+            num_classes=len(names),
+        )
     train, test = _split(len(x), 0.2)
     if len(test) == 0:
         raise _no_data(root, "at least 5 images, so that a test split exists")
-    return _image_bundle("imagefolder", x[train], y[train], x[test], y[test], len(names))
+    return _image_bundle(
+        "imagefolder",
+        train_x=x[train],
+        train_y=y[train],
+        test_x=x[test],
+        test_y=y[test],
+        num_classes=len(names),
+    )
 
 
 DATASETS: dict[str, Callable[[str], DataBundle]] = {
@@ -312,6 +339,9 @@ def load_dataset(name: str, data_path: str = "", model: str = "mlp") -> DataBund
     """Load the named dataset; `synthetic` yields tokens for the transformer, else images."""
     if name == "synthetic" and model == "transformer":
         return synthetic_tokens()
-    if name in ("mnist", "fashion-mnist", "cifar10", "imagefolder") and not Path(data_path).is_dir():
+    if (
+        name in ("mnist", "fashion-mnist", "cifar10", "imagefolder")
+        and not Path(data_path).is_dir()
+    ):
         raise ConfigError("trainer.dataPath", f"{data_path or '(empty)'} is not a directory")
     return DATASETS[name](data_path)

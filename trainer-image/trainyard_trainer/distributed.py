@@ -85,12 +85,11 @@ def init_distributed() -> DistContext:
         rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
         if world > 1 and rank != 0:
             wait_for_master(env.get("MASTER_ADDR", "127.0.0.1"), int(env["MASTER_PORT"]), timeout_s)
-        dist.init_process_group(
-            backend, init_method="env://", timeout=timedelta(seconds=timeout_s)
-        )
+        dist.init_process_group(backend, init_method="env://", timeout=timedelta(seconds=timeout_s))
     else:
         # No launcher: a group of one on an in-process store, so DDP still wraps the model.
-        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+        store = dist.HashStore()  # type: ignore[attr-defined]
+        dist.init_process_group(backend, store=store, rank=0, world_size=1)
     return DistContext(
         rank=dist.get_rank(),
         world_size=dist.get_world_size(),

@@ -43,7 +43,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
     for doc in docs:
         if isinstance(doc, dict) and doc.get("kind") == "TrainingJob":
             if doc.get("apiVersion") != API_VERSION:
-                raise ConfigError("apiVersion", f"expected {API_VERSION}, got {doc.get('apiVersion')!r}")
+                raise ConfigError(
+                    "apiVersion", f"expected {API_VERSION}, got {doc.get('apiVersion')!r}"
+                )
             return doc
     raise ConfigError("kind", f"{path} holds no TrainingJob")
 
@@ -99,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="trainyard-train", description="Run a TrainingJob's built-in trainer locally."
     )
     parser.add_argument("--config", required=True, type=Path, help="TrainingJob manifest (YAML)")
-    parser.add_argument("--output", type=Path, help="artifacts directory (./trainyard-output/<name>)")
+    parser.add_argument(
+        "--output", type=Path, help="artifacts directory (./trainyard-output/<name>)"
+    )
     parser.add_argument("--nproc", type=int, help="processes (default workers x procsPerWorker)")
     parser.add_argument("--metrics-port", type=int, default=0, help="serve metrics (0 = off)")
     parser.add_argument("--dry-run", action="store_true", help="print TRAINYARD_CONFIG and exit")

@@ -32,7 +32,9 @@ class Progress:
         self.epoch_seconds: list[float] = []
         self.registry = CollectorRegistry()
         r = self.registry
-        self.stage = Gauge("trainyard_trainer_stage", "1 for the running stage", ["stage"], registry=r)
+        self.stage = Gauge(
+            "trainyard_trainer_stage", "1 for the running stage", ["stage"], registry=r
+        )
         self.epoch = Gauge("trainyard_trainer_epoch", "Epochs completed in the stage", registry=r)
         self.epochs = Gauge("trainyard_trainer_epochs", "Epochs the stage will run", registry=r)
         self.ratio = Gauge(
@@ -54,7 +56,10 @@ class Progress:
             registry=r,
         )
         self.model_bytes = Gauge(
-            "trainyard_trainer_model_bytes", "Model bytes on disk after a stage", ["stage"], registry=r
+            "trainyard_trainer_model_bytes",
+            "Model bytes on disk after a stage",
+            ["stage"],
+            registry=r,
         )
         self.sparsity = Gauge(
             "trainyard_trainer_sparsity_ratio", "Share of zero weights", ["stage"], registry=r
@@ -128,7 +133,9 @@ class Progress:
         self.epochs_done += count
         self.ratio.set(min(1.0, self.epochs_done / self.total_epochs))
 
-    def stage_result(self, stage: str, *, accuracy: float, model_bytes: int, sparsity: float) -> None:
+    def stage_result(
+        self, stage: str, *, accuracy: float, model_bytes: int, sparsity: float
+    ) -> None:
         self.stage_accuracy.labels(stage=stage).set(accuracy)
         self.model_bytes.labels(stage=stage).set(model_bytes)
         self.sparsity.labels(stage=stage).set(sparsity)

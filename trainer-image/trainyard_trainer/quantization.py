@@ -40,7 +40,7 @@ def dynamic_int8(model: nn.Module) -> nn.Module:
     from torch.ao.quantization import quantize_dynamic
 
     with quiet_quantized():
-        quantized: nn.Module = quantize_dynamic(
+        quantized: nn.Module = quantize_dynamic(  # type: ignore[no-untyped-call]
             copy.deepcopy(model).cpu().eval(), {nn.Linear}, dtype=torch.qint8
         )
     return quantized
@@ -60,12 +60,13 @@ def static_int8(
 
     engine = torch.backends.quantized.engine
     with quiet_quantized():
-        work = copy.deepcopy(model).cpu().eval()
-        work = fuse_modules(work, [list(pair) for pair in fuse])
-        work.qconfig = get_default_qconfig(engine)  # type: ignore[assignment]
-        prepare(work, inplace=True)
+        work: nn.Module = copy.deepcopy(model).cpu().eval()
+        work = fuse_modules(work, [list(pair) for pair in fuse])  # type: ignore[no-untyped-call]
+        qconfig = get_default_qconfig(engine)  # type: ignore[no-untyped-call]
+        work.qconfig = qconfig
+        prepare(work, inplace=True)  # type: ignore[no-untyped-call]
         if calibrate is not None:
             with torch.no_grad():
                 calibrate(work)
-        convert(work, inplace=True)
+        convert(work, inplace=True)  # type: ignore[no-untyped-call]
     return work

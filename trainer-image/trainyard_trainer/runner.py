@@ -92,7 +92,9 @@ def run_job(cfg: JobConfig, bundle: DataBundle, ctx: DistContext, stop: StopSign
     # Same seed everywhere for identical initial weights, then a per-rank stream for dropout.
     seed_everything(t.seed)
     block = bundle.train_x.shape[1] if bundle.kind == "tokens" else 0
-    spec = ModelSpec(input_shape=bundle.input_shape, num_classes=bundle.num_classes, block_size=block)
+    spec = ModelSpec(
+        input_shape=bundle.input_shape, num_classes=bundle.num_classes, block_size=block
+    )
     model = build_model(t.model, spec)
     seed_everything(t.seed + 1000 * ctx.rank)
 
@@ -103,14 +105,14 @@ def run_job(cfg: JobConfig, bundle: DataBundle, ctx: DistContext, stop: StopSign
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=max(1, t.epochs * steps_per_epoch)
     )
-    checkpointer = Checkpointer(output / "checkpoints", cfg.checkpoint.every_epochs, cfg.checkpoint.keep)
+    checkpointer = Checkpointer(
+        output / "checkpoints", cfg.checkpoint.every_epochs, cfg.checkpoint.keep
+    )
     full = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
     state = TrainState()
     found = checkpointer.load_latest() if ctx.is_main else None
-    resumed = broadcast_object(
-        (found[0].name, found[1]) if found is not None else None, ctx.device
-    )
+    resumed = broadcast_object((found[0].name, found[1]) if found is not None else None, ctx.device)
     resumed_from = None
     if resumed is not None:
         resumed_from, payload = resumed

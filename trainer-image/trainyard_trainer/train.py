@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -94,9 +95,7 @@ def classification_step(model: nn.Module) -> StepFn:
 def _allreduce_timing_hook(progress: Progress) -> Callable[..., torch.futures.Future[torch.Tensor]]:
     """DDP's own all-reduce, wrapped to observe how long each bucket's reduction takes."""
 
-    def hook(
-        state: object, bucket: dist.GradBucket
-    ) -> torch.futures.Future[torch.Tensor]:
+    def hook(state: object, bucket: Any) -> torch.futures.Future[torch.Tensor]:
         start = time.perf_counter()
         fut = default_hooks.allreduce_hook(None, bucket)  # type: ignore[arg-type]
 
@@ -109,7 +108,7 @@ def _allreduce_timing_hook(progress: Progress) -> Callable[..., torch.futures.Fu
     # DDP checks the hook's annotations as objects; this module's are strings (PEP 563).
     hook.__annotations__ = {
         "state": object,
-        "bucket": dist.GradBucket,
+        "bucket": dist.GradBucket,  # type: ignore[attr-defined]
         "return": torch.futures.Future[torch.Tensor],
     }
     return hook
@@ -157,6 +156,7 @@ def evaluate(
     model: nn.Module,
     bundle: DataBundle,
     ctx: DistContext,
+    *,
     batch_size: int = 256,
     precision: str = "fp32",
     device: torch.device | None = None,
@@ -206,7 +206,7 @@ def fit(
 ) -> TrainState:
     """Train `model` (already wrapped) from `state` until `epochs` epochs are done."""
     ctx, bundle = loop.ctx, loop.bundle
-    sampler = DistributedSampler(
+    sampler: DistributedSampler[Any] = DistributedSampler(
         TensorDataset(bundle.train_y),
         num_replicas=ctx.world_size,
         rank=ctx.rank,
@@ -220,7 +220,7 @@ def fit(
     while state.epoch < epochs:
         sampler.set_epoch(state.epoch)
         order = torch.tensor(list(sampler), dtype=torch.long)
-        batches = list(order.split(loop.batch_size))
+        batches = [order[i : i + loop.batch_size] for i in range(0, len(order), loop.batch_size)]
         started = time.perf_counter()
         loss_sum = 0.0
         seen = 0
@@ -233,7 +233,7 @@ def fit(
             ):
                 loss, _ = step_fn(x, y)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()

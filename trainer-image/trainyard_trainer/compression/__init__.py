@@ -45,9 +45,7 @@ def run_stages(
         out = STAGES[stage.name](stage.config, model, ctx)
         seconds = time.perf_counter() - started
         device = torch.device("cpu") if out.on_cpu else loop.ctx.device
-        _, accuracy = evaluate(
-            out.model, loop.bundle, loop.ctx, precision="fp32", device=device
-        )
+        _, accuracy = evaluate(out.model, loop.bundle, loop.ctx, precision="fp32", device=device)
         latency = cpu_latency_ms(out.model, latency_sample) if loop.ctx.is_main else 0.0
         result = StageResult(
             name=stage.name,

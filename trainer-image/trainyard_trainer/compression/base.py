@@ -66,9 +66,9 @@ def sparsity(model: nn.Module) -> float:
     return zeros / total if total else 0.0
 
 
-def optimizer_for(ctx: StageContext, model: nn.Module, epochs: int) -> tuple[
-    torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler
-]:
+def optimizer_for(
+    ctx: StageContext, model: nn.Module, epochs: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """The job's optimizer and learning rate, cosine-annealed over the stage's steps."""
     optimizer = make_optimizer(
         ctx.trainer.optimizer, list(model.parameters()), ctx.trainer.learning_rate

@@ -32,12 +32,16 @@ def apply_masks(model: nn.Module, settings: PruneConfig) -> list[nn.Module]:
     layers = prunable(model)
     if settings.method == "global-unstructured":
         prune.global_unstructured(
-            [(m, "weight") for m in layers], pruning_method=prune.L1Unstructured, amount=settings.amount
+            [(m, "weight") for m in layers],
+            pruning_method=prune.L1Unstructured,
+            amount=settings.amount,
         )
         return layers
     body = layers[:-1]  # the last Linear is the classifier / LM head
     for module in body:
-        prune.ln_structured(module, "weight", amount=settings.amount, n=1, dim=0)
+        prune.ln_structured(  # type: ignore[no-untyped-call]
+            module, "weight", amount=settings.amount, n=1, dim=0
+        )
     return body
 
 
@@ -59,7 +63,7 @@ def run(settings: PruneConfig, model: nn.Module, ctx: StageContext) -> StageOutp
             step_fn=classification_step(wrapped),
         )
     for module in layers:
-        prune.remove(module, "weight")
+        prune.remove(module, "weight")  # type: ignore[no-untyped-call]
     model.eval()
     path = ctx.output / "model-pruned.pt"
     size = save_sparse(path, model, ctx.model_name, ctx.spec) if loop.ctx.is_main else 0
