@@ -131,6 +131,26 @@ def test_demo_flow_trains_compresses_and_reports(e2e_stack: E2EStack) -> None:
     )["items"]
     assert len(pods) == 2
     assert all(pod["status"]["phase"] == "Succeeded" for pod in pods)
+    # ...and that namespace really enforces it: a privileged pod is refused at admission
+    refused = subprocess.run(
+        [
+            str(binaries.binary("kubectl")),
+            f"--kubeconfig={stack.kubeconfig}",
+            "-n",
+            stack.job_namespace,
+            "run",
+            "privileged",
+            "--image=busybox",
+            "--privileged",
+            "--dry-run=server",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert 'violates PodSecurity "restricted' in refused.stderr
 
     # the operator ran as the chart's ServiceAccount, i.e. with the chart's RBAC only
     review = json.loads(
