@@ -5,8 +5,11 @@ ServiceAccount (operator_fixtures); pods are driven by the fake-node agent's ann
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from integration.operator_fixtures import Jobs, condition, wait_for
@@ -93,3 +96,36 @@ def test_deleting_the_job_removes_every_child(
 
     wait_for("the garbage collector to delete the Service", service_gone)
     assert jobs.get("gone") is None
+
+
+def test_cluster_wide_operator_serves_every_namespace(
+    api_client: client.ApiClient,
+    sa_kubeconfig: Callable[[str, str], Path],
+    operator_rules: str,
+    jobs: Jobs,
+    tmp_path: Path,
+) -> None:
+    """The Helm chart's default: one ClusterRoleBinding, TRAINYARD_NAMESPACES empty."""
+    namespace = jobs.namespace
+    kubeconfig = sa_kubeconfig(namespace, "cluster-operator")
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    binding = f"trainyard-operator-{namespace}"
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": binding},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": operator_rules,
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "cluster-operator", "namespace": namespace}
+            ],
+        }
+    )
+    try:
+        with OperatorProcess(kubeconfig, [], log_path=tmp_path / "operator.log"):
+            jobs.create("anywhere", workers=2)
+            jobs.wait_phase("anywhere", "Running")
+    finally:
+        rbac.delete_cluster_role_binding(binding)
