@@ -244,3 +244,30 @@ def test_default_uninstall_keeps_only_the_crd(helm_cluster: LocalCluster) -> Non
     crd = json.loads(ok(helm_cluster, "kubectl", "get", f"crd/{CRD}", "-o", "json"))
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     ok(helm_cluster, "kubectl", "delete", f"crd/{CRD}", "--wait")
+
+
+def test_watched_namespaces_limit_the_operator_to_them(helm_cluster: LocalCluster) -> None:
+    release, namespace = "scoped", "trainyard-scoped"
+    restricted_namespace(helm_cluster, namespace)
+    for team in ("team-a", "team-b"):
+        run(helm_cluster, "kubectl", "create", "namespace", team)
+    ok(
+        helm_cluster,
+        "helm",
+        "install",
+        release,
+        str(CHART),
+        f"--namespace={namespace}",
+        "--set=crds.keep=false",
+        "--set=operator.namespaces={team-a}",
+        "--wait",
+    )
+    operator = f"system:serviceaccount:{namespace}:scoped-trainyard"
+    assert can_i(helm_cluster, operator, "create", "pods", "-n", "team-a")
+    assert can_i(helm_cluster, operator, "watch", "trainingjobs.trainyard.dev", "-n", "team-a")
+    assert not can_i(helm_cluster, operator, "create", "pods", "-n", "team-b")
+    assert not can_i(
+        helm_cluster, operator, "watch", "trainingjobs.trainyard.dev", "--all-namespaces"
+    )
+    ok(helm_cluster, "helm", "uninstall", release, f"--namespace={namespace}", "--wait")
+    wait_until("no object labelled with the release", lambda: not leftovers(helm_cluster, release))
