@@ -138,6 +138,9 @@ class JobWorker:
         rt.metrics.set_phase(job.namespace, job.name, plan.status.phase)
 
         if plan.delete_job:
+            # With ttlSecondsAfterFinished 0 the job finishes and expires in one pass: its
+            # events go out before it does.
+            await self._post_events(plan)
             log.info("ttlSecondsAfterFinished passed: deleting %s/%s", *self.key)
             await rt.client.delete_job(job.namespace, job.name, job.uid)
             return None
@@ -145,9 +148,12 @@ class JobWorker:
             await self._ensure_children(job)
         await self._delete(job, plan)
         await self._create(job, plan)
-        for event in plan.events:
-            await rt.client.post_event(self.body, event.type, event.reason, event.message)
+        await self._post_events(plan)
         return self._next_look(plan)
+
+    async def _post_events(self, plan: Plan) -> None:
+        for event in plan.events:
+            await self.runtime.client.post_event(self.body, event.type, event.reason, event.message)
 
     # --- steps ---------------------------------------------------------------------------------
 
