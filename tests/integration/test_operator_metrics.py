@@ -36,8 +36,12 @@ def test_metrics_match_what_the_jobs_did(
     jobs.wait_phase("good", "Running")
     jobs.wait_phase("bad", "Running")
     jobs.wait_phase("idle", "Suspended")
+    # The operator counts right after its status write; give its metrics a moment to follow.
+    wait_for(
+        "two jobs Running in the phase gauge",
+        lambda: value(operator, "trainyard_jobs", namespace=ns, phase="Running") == 2,
+    )
     assert value(operator, "trainyard_job_time_to_running_seconds_count") == 2
-    assert value(operator, "trainyard_jobs", namespace=ns, phase="Running") == 2
     assert value(operator, "trainyard_jobs", namespace=ns, phase="Suspended") == 1
 
     for i in range(2):
