@@ -223,9 +223,9 @@ def test_unsupported_volume_is_reported_naming_it(runner: ProcessRunner, tmp_pat
     pod = handle(
         tmp_path,
         make_pod(
-            "secretive",
+            "hosty",
             ["python", "-c", "pass"],
-            volumes=[{"name": "creds", "secret": {"secretName": "s3"}}],
+            volumes=[{"name": "creds", "hostPath": {"path": "/etc"}}],
             mounts=[{"name": "creds", "mountPath": "/creds"}],
         ),
     )
@@ -234,7 +234,7 @@ def test_unsupported_volume_is_reported_naming_it(runner: ProcessRunner, tmp_pat
     assert state.state == "waiting"
     assert state.reason == "CreateContainerConfigError"
     assert "volume creds" in state.message
-    assert "secret" in state.message
+    assert "hostPath" in state.message
 
 
 def alive(pid: int) -> bool:

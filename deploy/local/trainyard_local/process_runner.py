@@ -16,10 +16,11 @@ Mapping rules (also in deploy/local/README.md):
   does); an empty `command` cannot be honoured (there is no image entrypoint) and leaves the
   container waiting with CreateContainerConfigError.
 - Environment: a small base (PATH, HOME, LANG, TMPDIR) plus the container's `env`: literal
-  values and `valueFrom.fieldRef` (metadata.name, metadata.namespace, metadata.uid,
+  values, `valueFrom.fieldRef` (metadata.name, metadata.namespace, metadata.uid,
   metadata.labels['k'], metadata.annotations['k'], spec.nodeName, spec.serviceAccountName,
-  status.podIP, status.hostIP). Other sources (secrets, config maps, resourceFieldRef) give
-  CreateContainerConfigError naming the variable.
+  status.podIP, status.hostIP) and `configMapKeyRef` / `secretKeyRef` (read through the API
+  by `pod_sources.py`). `resourceFieldRef` and `envFrom` are not supported; a missing
+  reference gives CreateContainerConfigError naming the variable.
 - Rendezvous: `MASTER_ADDR`/`PET_MASTER_ADDR` become 127.0.0.1 and `MASTER_PORT`/
   `PET_MASTER_PORT` a free port chosen once per job (namespace, master pod, gang restart).
   Why not the master pod's own loopback IP: torch's TCPStore listens on every address of
@@ -35,10 +36,13 @@ Mapping rules (also in deploy/local/README.md):
   unbounded torch threads of several workers would fight over the cores.
 - Volumes: `emptyDir` -> `<pod dir>/volumes/<name>/` (removed when the pod goes);
   `persistentVolumeClaim` -> `<state dir>/volumes/pvc/<namespace>/<claim>/` (survives pod
-  deletion, so checkpoints survive a gang restart). Env values and args that equal or start
-  with a `mountPath` are rewritten to the local folder (the trainer finds its output through
-  `TRAINYARD_OUTPUT_DIR`). Other volume types mounted by a container give
-  CreateContainerConfigError.
+  deletion, so checkpoints survive a gang restart); `secret`, `configMap`, `downwardAPI` and
+  `projected` (the ServiceAccount's `kube-api-access-*`: a token bound to the pod) are
+  written into `<pod dir>/volumes/<name>/` by `pod_sources.py`. Env values and args that
+  equal or start with a `mountPath` are rewritten to the local folder (the trainer finds its
+  output through `TRAINYARD_OUTPUT_DIR`); a program reading a fixed absolute path does not
+  find the files (no mount namespace). Other volume types (hostPath, CSI, ...) mounted by a
+  container give CreateContainerConfigError.
 - Termination message: `TRAINYARD_TERMINATION_LOG` and `terminationMessagePath` point to
   `<pod dir>/<container>.termination-log`, read when the process exits (at most 4096
   bytes); with `terminationMessagePolicy: FallbackToLogsOnError` an empty file on a failed
@@ -73,6 +77,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainyard_local.pod_sources import ConfigError, PodSources, field_ref
 from trainyard_local.runners import ContainerState, Observation, PodHandle, RunnerOptions
 
 log = logging.getLogger("trainyard_local.process_runner")
@@ -93,10 +98,6 @@ _POD_DNS = re.compile(
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
-class ConfigError(ValueError):
-    """The pod asks for something a local process cannot give; the message names the field."""
-
-
 def venv_bin() -> Path:
     """The bin directory of the virtualenv this agent runs in (not resolved: a venv's python
     is a symlink to the system interpreter, and the venv is what holds the trainer)."""
@@ -114,28 +115,6 @@ def expand_refs(value: str, env: dict[str, str]) -> str:
         return env.get(name, match.group(0))
 
     return _VAR_REF.sub(replace, value)
-
-
-def field_ref(pod: PodHandle, path: str, variable: str) -> str:
-    """The value of a downward-API fieldRef, or ConfigError naming the variable."""
-    meta = pod.pod["metadata"]
-    simple = {
-        "metadata.name": meta.get("name", ""),
-        "metadata.namespace": meta.get("namespace", ""),
-        "metadata.uid": meta.get("uid", ""),
-        "spec.nodeName": pod.node_name,
-        "spec.serviceAccountName": pod.pod["spec"].get("serviceAccountName", "default"),
-        "status.podIP": pod.pod_ip,
-        "status.podIPs": pod.pod_ip,
-        "status.hostIP": pod.host_ip,
-        "status.hostIPs": pod.host_ip,
-    }
-    if path in simple:
-        return str(simple[path])
-    keyed = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
-    if keyed:
-        return str((meta.get(keyed.group(1)) or {}).get(keyed.group(2), ""))
-    raise ConfigError(f"env {variable}: valueFrom.fieldRef.fieldPath {path!r} is not supported")
 
 
 def cpu_threads(container: dict[str, Any]) -> int:
@@ -226,6 +205,7 @@ class ProcessRunner:
         self._pods: dict[str, list[Process]] = {}
         self._ips: dict[tuple[str, str], str] = {}
         self._ports: dict[tuple[str, str, str], int] = {}
+        self.sources = PodSources(options.kubeconfig)
 
     # -- the Runner protocol ---------------------------------------------------------------
 
@@ -239,7 +219,7 @@ class ProcessRunner:
             name = str(container["name"])
             try:
                 plan = self.plan(pod, container)
-            except ConfigError as error:
+            except Exception as error:  # ConfigError, or the API server refusing a lookup
                 log.warning("pod %s/%s container %s: %s", pod.namespace, pod.name, name, error)
                 processes.append(
                     Process(
@@ -324,12 +304,12 @@ class ProcessRunner:
                 continue
             source = item["valueFrom"] or {}
             if "fieldRef" in source:
-                env[variable] = field_ref(pod, str(source["fieldRef"]["fieldPath"]), variable)
+                path = str(source["fieldRef"]["fieldPath"])
+                env[variable] = field_ref(pod, path, f"env {variable}")
             else:
-                kind = next(iter(source), "valueFrom")
-                raise ConfigError(
-                    f"env {variable}: valueFrom.{kind} is not supported by the process runner"
-                )
+                value = self.sources.env_value(pod, variable, source)
+                if value is not None:
+                    env[variable] = value
         self._rewrite_network(pod, env)
         for variable, value in list(env.items()):
             env[variable] = local(value)
@@ -364,6 +344,7 @@ class ProcessRunner:
 
     def _mounts(self, pod: PodHandle, container: dict[str, Any]) -> list[tuple[str, Path]]:
         volumes = {str(v["name"]): v for v in pod.pod["spec"].get("volumes") or []}
+        filled = {p.name for p in (pod.work_dir / "volumes").glob("*")}
         mounts: list[tuple[str, Path]] = []
         for mount in container.get("volumeMounts") or []:
             volume_name = str(mount["name"])
@@ -376,11 +357,13 @@ class ProcessRunner:
                 claim = str(volume["persistentVolumeClaim"]["claimName"])
                 folder = self.options.state_dir / "volumes" / "pvc" / pod.namespace / claim
             else:
-                kind = next((k for k in volume if k != "name"), "unknown")
-                raise ConfigError(
-                    f"volume {volume_name}: {kind} volumes are not supported by the process "
-                    "runner (emptyDir and persistentVolumeClaim are)"
-                )
+                # secret, configMap, downwardAPI, projected (the ServiceAccount token): written
+                # once per pod, like a kubelet's volume setup
+                folder = pod.work_dir / "volumes" / volume_name
+                if volume_name not in filled:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    self.sources.fill_volume(pod, volume, folder)
+                    filled.add(volume_name)
             sub_path = str(mount.get("subPath") or "")
             if sub_path:
                 folder = folder / sub_path
@@ -414,14 +397,7 @@ class ProcessRunner:
         if known:
             return known
         try:
-            from kubernetes import client, config
-
-            api = client.CoreV1Api(
-                config.new_client_from_config(  # type: ignore[no-untyped-call]
-                    config_file=str(self.options.kubeconfig)
-                )
-            )
-            pod = api.read_namespaced_pod(name, namespace, _request_timeout=5)
+            pod = self.sources.core().read_namespaced_pod(name, namespace, _request_timeout=5)
             return str((pod.status and pod.status.pod_ip) or "")
         except Exception as error:  # a name that does not resolve stays as written
             log.info("no IP for pod %s/%s: %s", namespace, name, error)
