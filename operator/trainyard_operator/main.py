@@ -23,7 +23,11 @@ def main() -> None:
     try:
         settings = OperatorSettings()
     except ValidationError as err:
-        sys.exit(f"trainyard-operator: bad settings in the environment:\n{err}")
+        lines = [
+            f"  TRAINYARD_{str(e['loc'][0]).upper()}={e.get('input')!r}: {e['msg']}"
+            for e in err.errors()
+        ]
+        sys.exit("trainyard-operator: bad settings in the environment:\n" + "\n".join(lines))
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
