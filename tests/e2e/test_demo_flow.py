@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from kubernetes import client, config
@@ -319,3 +320,43 @@ def test_killed_worker_restarts_the_gang_from_the_checkpoint(e2e_stack: E2EStack
     (worker0,) = restarted
     log = (pod_dir(stack, worker0) / "trainer.log").read_text()
     assert "[checkpoint] resumed from ckpt-" in log
+
+
+def test_dashboard_queries_and_alert_rules_run_on_real_prometheus(e2e_stack: E2EStack) -> None:
+    """Every dashboard panel's PromQL parses and evaluates, and the alert rules loaded."""
+    dashboard = json.loads(
+        (
+            Path(__file__).resolve().parents[2] / "deploy/monitoring/grafana-dashboard.json"
+        ).read_text()
+    )
+    expressions = [
+        target["expr"].replace("$namespace", ".*").replace("$__rate_interval", "1m")
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+    ]
+    assert len(expressions) >= 9
+    for expression in expressions:
+        e2e_stack.prometheus.query(expression)  # PrometheusError names a bad query
+
+    groups = httpx.get(f"{e2e_stack.prometheus.url}/api/v1/rules", timeout=10).json()["data"][
+        "groups"
+    ]
+    rules = {rule["name"]: rule for group in groups for rule in group["rules"]}
+    assert set(rules) == {
+        "TrainyardJobFailed",
+        "TrainyardJobsStuckPending",
+        "TrainyardJobRestartingOften",
+        "TrainyardTrainerNoProgress",
+    }
+    wait_for(
+        "every alert rule evaluated without error",
+        lambda: all(
+            rule.get("health") == "ok"
+            for group in httpx.get(f"{e2e_stack.prometheus.url}/api/v1/rules", timeout=10).json()[
+                "data"
+            ]["groups"]
+            for rule in group["rules"]
+        ),
+        30,
+        e2e_stack,
+    )
