@@ -5,7 +5,8 @@ the chart ServiceAccount's token, worker pods as real torchrun processes in a na
 enforces the restricted Pod Security profile, and a real Prometheus. They assert what a user
 of `make demo` sees: the job Succeeded with accurate, per-stage results; Prometheus answers
 `trainyard_` queries from the operator and from a trainer; a worker killed mid-training
-brings the whole gang back once, resuming from the checkpoint on the job's volume.
+brings the whole gang back once, resuming from the checkpoint on the job's volume; the
+dashboard's queries and the alert rules of deploy/monitoring run on the real Prometheus.
 """
 
 from __future__ import annotations
