@@ -36,6 +36,9 @@ from trainyard_local.kubeconfig import write_cert_kubeconfig
 from trainyard_local.pki import SERVICE_CIDR, Pki, ensure_pki
 from trainyard_local.runners import check_runner_name
 
+#: Whole start-ups tried before giving up (see start()).
+START_ATTEMPTS = 3
+
 #: Start order; stop runs it backwards.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "agent")
 
@@ -203,15 +206,19 @@ class LocalCluster:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(exist_ok=True)
         pki = ensure_pki(self.state_dir / "pki", self.name)
-        try:
-            record = self._start_on(self._choose_ports(), bins, pki)
-        except ClusterStartError as error:
-            # a free port chosen here can be taken by another program before the component
-            # binds it (two clusters starting at once): one more try on fresh ports
-            if "address already in use" not in str(error):
-                raise
-            self._progress("a port was taken meanwhile; starting again on fresh ports")
-            record = self._start_on(processes.free_ports(5), bins, pki)
+        ports = self._choose_ports()
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                record = self._start_on(ports, bins, pki)
+                break
+            except ClusterStartError as error:
+                # A free port chosen here can be taken by another program before the component
+                # binds it (two clusters starting at once), and on a loaded 2-core machine a
+                # component can give up waiting on its neighbour: start again on fresh ports.
+                if attempt == START_ATTEMPTS:
+                    raise
+                self._progress(f"start attempt {attempt} failed ({error}); trying again")
+                ports = processes.free_ports(5)
         self.startup_seconds = time.monotonic() - began
         record["startup_seconds"] = round(self.startup_seconds, 2)
         self._write_record(record)
