@@ -39,6 +39,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from rich.console import Console
 from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from trainyard_local import binaries, processes
@@ -218,32 +219,37 @@ def _fmt(value: Any, pattern: str = "{}", missing: str = "-") -> str:
     return missing if value is None else pattern.format(value)
 
 
-def progress_table(job: dict[str, Any]) -> Table:
-    """One frame of the live view: phase, workers, stage, progress, loss, accuracy, ETA."""
+def progress_view(job: dict[str, Any]) -> Table:
+    """One frame of the live view (three lines, fits 80 columns): phase, workers and restarts;
+    stage, epoch and a progress bar; loss, accuracy, throughput and ETA."""
     status = job.get("status") or {}
     progress = status.get("progress") or {}
     workers = status.get("workers") or {}
     percent = int(progress.get("percent") or 0)
-    bar = "#" * (percent // 4) + "." * (25 - percent // 4)
-    table = Table(title=f"TrainingJob {job['metadata']['name']}", show_header=True)
-    for column in ("phase", "workers", "stage", "epoch", "progress", "loss", "accuracy"):
-        table.add_column(column)
-    table.add_column("samples/s", justify="right")
-    table.add_column("ETA", justify="right")
-    table.add_column("restarts", justify="right")
-    table.add_row(
-        str(status.get("phase", "Pending")),
-        f"{workers.get('ready', 0)}/{workers.get('desired', '?')}",
-        str(progress.get("stage") or "-"),
-        f"{progress.get('epoch', 0)}/{progress.get('totalEpochs', 0)}",
-        f"[{bar}] {percent:3d}%",
-        _fmt(progress.get("loss"), "{:.4f}"),
-        _fmt(progress.get("accuracy"), "{:.4f}"),
-        _fmt(progress.get("samplesPerSecond"), "{:.0f}"),
-        _fmt(progress.get("etaSeconds"), "{} s"),
-        str(status.get("restarts", 0)),
+    view = Table.grid(padding=(0, 2))
+    view.add_column()
+    view.add_column()
+    view.add_row(
+        f"[bold]{job['metadata']['name']}[/bold]",
+        f"[bold]{status.get('phase', 'Pending')}[/bold]   "
+        f"workers ready {workers.get('ready', 0)}/{workers.get('desired', '?')}   "
+        f"restarts {status.get('restarts', 0)}",
     )
-    return table
+    bar = ProgressBar(total=100, completed=percent, width=24)
+    stage = f"{progress.get('stage') or '-'} {progress.get('epoch', 0)}/"
+    details = Table.grid(padding=(0, 1))
+    for _ in range(3):
+        details.add_column()
+    details.add_row(f"{stage}{progress.get('totalEpochs', 0)}", bar, f"{percent:3d}%")
+    view.add_row("", details)
+    view.add_row(
+        "",
+        f"loss {_fmt(progress.get('loss'), '{:.4f}')}   "
+        f"accuracy {_fmt(progress.get('accuracy'), '{:.4f}')}   "
+        f"{_fmt(progress.get('samplesPerSecond'), '{:.0f}')} samples/s   "
+        f"ETA {_fmt(progress.get('etaSeconds'), '{} s')}",
+    )
+    return view
 
 
 def follow(
@@ -262,7 +268,7 @@ def follow(
         while True:
             job = get_job(kubeconfig, namespace, name)
             if job is not None:
-                live.update(progress_table(job))
+                live.update(progress_view(job))
                 if on_update is not None:
                     on_update(job)
                 if (job.get("status") or {}).get("phase") in TERMINAL:
