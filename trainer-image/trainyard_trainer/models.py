@@ -125,7 +125,7 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(width, heads)
         self.ln2 = nn.LayerNorm(width)
         self.fc = nn.Linear(width, 4 * width)
-        self.act = nn.GELU()
+        self.act = nn.GELU(approximate="tanh")  # GPT-2's form; erf GELU is slow on CPU
         self.out = nn.Linear(4 * width, width)
         self.drop = nn.Dropout(dropout)
 

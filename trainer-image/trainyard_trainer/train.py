@@ -114,6 +114,20 @@ def _allreduce_timing_hook(progress: Progress) -> Callable[..., torch.futures.Fu
     return hook
 
 
+def _identity_hook() -> Callable[..., torch.futures.Future[torch.Tensor]]:
+    def hook(state: object, bucket: Any) -> torch.futures.Future[torch.Tensor]:
+        fut: torch.futures.Future[torch.Tensor] = torch.futures.Future()
+        fut.set_result(bucket.buffer())
+        return fut
+
+    hook.__annotations__ = {
+        "state": object,
+        "bucket": dist.GradBucket,  # type: ignore[attr-defined]
+        "return": torch.futures.Future[torch.Tensor],
+    }
+    return hook
+
+
 def wrap(model: nn.Module, loop: LoopConfig, strategy: str) -> nn.Module:
     """Move to the device and wrap for data parallelism (DDP, or FSDP2 when asked)."""
     ctx = loop.ctx
@@ -130,9 +144,16 @@ def wrap(model: nn.Module, loop: LoopConfig, strategy: str) -> nn.Module:
         fully_shard(model, mesh=mesh)
         return model
     ddp = DistributedDataParallel(
-        model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        model,
+        device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+        gradient_as_bucket_view=True,  # grads live in the buckets: no copy in and out
     )
-    ddp.register_comm_hook(None, _allreduce_timing_hook(loop.progress))
+    if ctx.world_size == 1:
+        # All-reduce over one rank is the identity; gloo would still copy every bucket.
+        # Skipping it is what makes 1-process DDP cost what a plain loop costs.
+        ddp.register_comm_hook(None, _identity_hook())
+    else:
+        ddp.register_comm_hook(None, _allreduce_timing_hook(loop.progress))
     return ddp
 
 
@@ -228,14 +249,19 @@ def fit(
             sel = batches[i]
             x = bundle.train_x[sel].to(ctx.device, non_blocking=True)
             y = bundle.train_y[sel].to(ctx.device, non_blocking=True)
-            with torch.autocast(
-                ctx.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
-            ):
+            if dtype is None:
                 loss, _ = step_fn(x, y)
+            else:
+                with torch.autocast(ctx.device.type, dtype=dtype):
+                    loss, _ = step_fn(x, y)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
-            scaler.step(optimizer)
-            scaler.update()
+            if scaler.is_enabled():  # fp16 only; fp32 and bf16 need no loss scaling
+                scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimizer.step()
             scheduler.step()
             value = float(loss.detach())
             if state.first_loss is None:
@@ -258,15 +284,22 @@ def fit(
         state.epoch += 1
         state.step_in_epoch = 0
         train_loss = loss_total / max(samples, 1.0)
+        throughput = samples / max(seconds, 1e-9)
         state.history.append(
-            {"epoch": state.epoch, "loss": train_loss, "valLoss": val_loss, "accuracy": accuracy}
+            {
+                "epoch": state.epoch,
+                "loss": train_loss,
+                "valLoss": val_loss,
+                "accuracy": accuracy,
+                "samplesPerSecond": throughput,
+            }
         )
         loop.progress.epoch_done(
             epoch=state.epoch,
             epochs=epochs,
             loss=train_loss,
             accuracy=accuracy,
-            samples_per_second=samples / max(seconds, 1e-9),
+            samples_per_second=throughput,
             seconds=seconds,
         )
         if on_epoch_end is not None:

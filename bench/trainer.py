@@ -1,0 +1,318 @@
+"""Trainer benchmark: prints ratios measured in one run on this machine (no assertions).
+
+    .venv/bin/python bench/trainer.py            # about two minutes on 2 cores
+
+1. 1-process DDP (the trainer's own loop, all-reduce hook included) vs a plain PyTorch loop
+   on the same model and batches — target >= 0.95 (PyTorch's own figure: 0.97).
+2. 2 processes vs 1 under torchrun (global samples/s of the trainer, gloo) — 2.0 is ideal.
+3. int8 (dynamic) vs fp32 CPU inference latency: mlp, and the transformer at its default
+   width (128) and at width 512 — target for the transformer <= 0.67.
+4. Bytes on disk: int8 / fp32 and pruned-50%-sparse / dense.
+5. Distillation: the share of the teacher-student accuracy gap that KD recovers, for a
+   quarter-width and a 1/32-width student (Hinton et al. report ~90% on MNIST).
+
+Timings interleave the two sides and keep each side's best run, so other work on the
+machine inflates both less than it would a single long run. The trainer tests
+(tests/trainer) assert behaviour; this script only measures.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from trainyard_trainer.artifacts import save_dense, save_quantized, save_sparse
+from trainyard_trainer.checkpoint import TrainState
+from trainyard_trainer.compression import prune as prune_stage
+from trainyard_trainer.compression.distill import kd_step
+from trainyard_trainer.config import DistillConfig, PruneConfig
+from trainyard_trainer.datasets import DataBundle, load_dataset
+from trainyard_trainer.distributed import DistContext
+from trainyard_trainer.metrics import Progress
+from trainyard_trainer.models import ModelSpec, build_model
+from trainyard_trainer.quantization import dynamic_int8, quiet_quantized
+from trainyard_trainer.train import (
+    LoopConfig,
+    classification_step,
+    fit,
+    make_optimizer,
+    wrap,
+)
+
+ROWS: list[tuple[str, str, str]] = []
+
+
+def report(name: str, value: float | str, target: str = "") -> None:
+    text = f"{value:.3f}" if isinstance(value, float) else value
+    ROWS.append((name, text, target))
+    print(f"  {name:<58} {text:>10}  {target}", flush=True)
+
+
+def group() -> DistContext:
+    store = dist.HashStore()  # type: ignore[attr-defined]
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    return DistContext(0, 1, 0, 1, "gloo", torch.device("cpu"))
+
+
+def loop_for(ctx: DistContext, bundle: DataBundle, batch: int = 64) -> LoopConfig:
+    return LoopConfig(ctx, bundle, batch, "fp32", 0, Progress(1, verbose=False))
+
+
+def train(
+    ctx: DistContext, bundle: DataBundle, model: nn.Module, epochs: int, step=None
+) -> tuple[nn.Module, float]:
+    """Train with the trainer's own loop; returns the model and its final test accuracy."""
+    loop = loop_for(ctx, bundle, 32)
+    wrapped = wrap(model, loop, "ddp")
+    optimizer = make_optimizer("adam", list(wrapped.parameters()), 1e-3)
+    steps = epochs * -(-len(bundle.train_x) // 32)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    state = fit(
+        wrapped,
+        optimizer,
+        scheduler,
+        loop,
+        state=TrainState(),
+        epochs=epochs,
+        step_fn=(step or classification_step)(wrapped),
+    )
+    return model.eval(), state.history[-1]["accuracy"]
+
+
+# --- 1. DDP (1 process) vs a plain loop ------------------------------------------------------
+
+
+def ddp_vs_plain(ctx: DistContext) -> None:
+    bundle = load_dataset("synthetic")
+    spec = ModelSpec(bundle.input_shape, bundle.num_classes)
+    torch.manual_seed(0)
+    plain_model = build_model("mlp", spec)
+    ddp_model = copy.deepcopy(plain_model)
+    plain_opt = torch.optim.Adam(plain_model.parameters(), lr=1e-3)
+    loop = loop_for(ctx, bundle)
+    wrapped = wrap(ddp_model, loop, "ddp")
+    opt = make_optimizer("adam", list(wrapped.parameters()), 1e-3)
+    sched = torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0)
+    state = TrainState()
+    plain_best = ddp_best = 0.0
+    n = len(bundle.train_x)
+    for epoch in range(6):
+        order = torch.randperm(n)
+        start = time.perf_counter()
+        for i in range(0, n, 64):
+            sel = order[i : i + 64]
+            loss = F.cross_entropy(plain_model(bundle.train_x[sel]), bundle.train_y[sel])
+            plain_opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            plain_opt.step()
+        plain_best = max(plain_best, n / (time.perf_counter() - start))
+        fit(
+            wrapped,
+            opt,
+            sched,
+            loop,
+            state=state,
+            epochs=epoch + 1,
+            step_fn=classification_step(wrapped),
+        )
+        ddp_best = max(ddp_best, state.history[-1]["samplesPerSecond"])
+    report(
+        "1-process DDP / plain loop (samples/s, mlp 784-512-256-128-10)",
+        ddp_best / plain_best,
+        ">= 0.95",
+    )
+
+
+# --- 2. 2 processes vs 1 ------------------------------------------------------------------
+
+
+def torchrun_throughput(nproc: int, workdir: Path) -> float:
+    out = workdir / f"np{nproc}"
+    config = {"trainer": {"model": "mlp", "dataset": "synthetic", "epochs": 3, "batchSize": 64}}
+    env = {
+        **os.environ,
+        "TRAINYARD_CONFIG": json.dumps(config),
+        "TRAINYARD_OUTPUT_DIR": str(out),
+        "TRAINYARD_TERMINATION_LOG": str(workdir / "termination-log"),
+        "OMP_NUM_THREADS": "1",
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            "-m",
+            "trainyard_trainer",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    history = json.loads((out / "results.json").read_text())["history"]
+    return max(h["samplesPerSecond"] for h in history[1:])
+
+
+def scaling() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        one = torchrun_throughput(1, Path(tmp))
+        two = torchrun_throughput(2, Path(tmp))
+    report(
+        "torchrun 2 processes / 1 process (global samples/s, gloo)",
+        two / one,
+        f"2.0 ideal on {os.cpu_count()} cores",
+    )
+
+
+# --- 3. int8 vs fp32 latency ----------------------------------------------------------------
+
+
+@torch.no_grad()
+def best_ms(models: list[nn.Module], x: torch.Tensor, runs: int = 60) -> list[float]:
+    best = [float("inf")] * len(models)
+    with quiet_quantized():
+        for model in models:
+            for _ in range(3):
+                model(x)
+        for _ in range(runs):
+            for i, model in enumerate(models):
+                start = time.perf_counter()
+                model(x)
+                best[i] = min(best[i], time.perf_counter() - start)
+    return [b * 1000 for b in best]
+
+
+def latency() -> None:
+    torch.manual_seed(0)
+    mlp = build_model("mlp", ModelSpec((1, 28, 28), 10)).eval()
+    fp, q = best_ms([mlp, dynamic_int8(mlp)], torch.randn(64, 1, 28, 28))
+    report(f"int8 / fp32 latency, mlp, 64 images ({fp:.2f} ms fp32)", q / fp)
+    for scale, label in ((1.0, "default width 128"), (4.0, "width 512")):
+        gpt = build_model("transformer", ModelSpec((64,), 256, 64, scale=scale)).eval()
+        fp, q = best_ms([gpt, dynamic_int8(gpt)], torch.randint(0, 256, (1, 64)))
+        report(
+            f"int8 / fp32 latency, transformer {label}, 1x64 tokens ({fp:.2f} ms)",
+            q / fp,
+            "<= 0.67",
+        )
+
+
+# --- 4 and 5. sizes and distillation on the digits MLP ---------------------------------------
+
+
+def sizes_and_distillation(ctx: DistContext) -> None:
+    digits = load_dataset("digits")
+    spec = ModelSpec(digits.input_shape, digits.num_classes)
+    torch.manual_seed(0)
+    teacher, teacher_acc = train(ctx, digits, build_model("mlp", spec), 12)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        dense = save_dense(d / "dense.pt", teacher, "mlp", spec)
+        int8 = save_quantized(d / "int8.pt", dynamic_int8(teacher), "mlp", spec, "dynamic")
+        pruned = copy.deepcopy(teacher)
+        layers = prune_stage.apply_masks(pruned, PruneConfig(amount=0.5))
+        for layer in layers:
+            torch.nn.utils.prune.remove(layer, "weight")  # type: ignore[no-untyped-call]
+        sparse = save_sparse(d / "sparse.pt", pruned, "mlp", spec)
+        gpt = build_model("transformer", ModelSpec((64,), 256, 64))
+        gpt_spec = ModelSpec((64,), 256, 64)
+        gpt_dense = save_dense(d / "gpt.pt", gpt, "transformer", gpt_spec)
+        gpt_int8 = save_quantized(
+            d / "gpt8.pt", dynamic_int8(gpt), "transformer", gpt_spec, "dynamic"
+        )
+    report("bytes: int8 / fp32, digits mlp", int8 / dense, "<= 0.30")
+    report("bytes: int8 / fp32, transformer (embeddings stay fp32)", gpt_int8 / gpt_dense)
+    report("bytes: 50% pruned, values + bitmask / dense, digits mlp", sparse / dense, "<= 0.65")
+
+    distillation(
+        ctx,
+        "digits mlp",
+        bundle=digits,
+        teacher=teacher,
+        teacher_acc=teacher_acc,
+        spec=spec,
+        family="mlp",
+        epochs=12,
+    )
+    text = load_dataset("text", model="transformer")
+    gpt_spec = ModelSpec(text.input_shape, text.num_classes, text.input_shape[0])
+    torch.manual_seed(0)
+    gpt_teacher, gpt_acc = train(ctx, text, build_model("transformer", gpt_spec), 1)
+    distillation(
+        ctx,
+        "text transformer",
+        bundle=text,
+        teacher=gpt_teacher,
+        teacher_acc=gpt_acc,
+        spec=gpt_spec,
+        family="transformer",
+        epochs=1,
+        extra=((1.0, 0.5),),
+    )
+
+
+def distillation(
+    ctx: DistContext,
+    label: str,
+    *,
+    bundle: DataBundle,
+    teacher: nn.Module,
+    teacher_acc: float,
+    spec: ModelSpec,
+    family: str,
+    epochs: int,
+    extra: tuple[tuple[float, float], ...] = (),
+) -> None:
+    """Quarter-width student trained alone vs with KD, same seed and epochs; KD at the CRD's
+    default (T=4, alpha=0.7) and at each of `extra` (temperature, alpha) settings."""
+    student_spec = replace(spec, scale=0.25, dropout=0.0)
+    torch.manual_seed(1)
+    _, alone = train(ctx, bundle, build_model(family, student_spec), epochs)
+    gap = teacher_acc - alone
+    report(f"{label}: teacher / student x0.25 alone", f"{teacher_acc:.3f}/{alone:.3f}")
+    for temperature, alpha in ((4.0, 0.7), *extra):
+        settings = DistillConfig(0.25, temperature, alpha, epochs)
+        torch.manual_seed(1)
+        _, kd = train(
+            ctx,
+            bundle,
+            build_model(family, student_spec),
+            epochs,
+            step=lambda s, cfg=settings: kd_step(s, teacher, cfg),
+        )
+        name = f"{label}: KD T={temperature:g} a={alpha:g}: student acc, share of gap recovered"
+        share = f"{(kd - alone) / gap:+.2f}" if gap > 0.005 else "no gap"
+        report(name, f"{kd:.3f}, {share}", "~0.9 (Hinton, MNIST)")
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    print(f"trainer bench: torch {torch.__version__}, {os.cpu_count()} cores, 1 thread per process")
+    ctx = group()
+    try:
+        ddp_vs_plain(ctx)
+        latency()
+        sizes_and_distillation(ctx)
+    finally:
+        dist.destroy_process_group()
+    scaling()
+
+
+if __name__ == "__main__":
+    main()
