@@ -69,7 +69,9 @@ test-e2e: venv local-binaries prometheus
 KIND_CLUSTER ?= trainyard
 IMAGE_TAG ?= 0.1.0
 OPERATOR_IMAGE ?= trainyard-operator:$(IMAGE_TAG)
-TRAINER_IMAGE ?= trainyard-trainer:$(IMAGE_TAG)
+# the CPU-only trainer image for kind (trainer-image/Dockerfile's TORCH_VARIANT=cpu, ~5x smaller)
+TRAINER_IMAGE ?= trainyard-trainer:$(IMAGE_TAG)-cpu
+TORCH_VARIANT ?= cpu
 HELM_RELEASE ?= trainyard
 HELM_NAMESPACE ?= trainyard-system
 # helm and kubectl: the ones on PATH, else the pinned builds of `make local-binaries`
@@ -97,9 +99,9 @@ kind-up: ## create the kind cluster (needs Docker and kind)
 	kind get clusters | grep -qx '$(KIND_CLUSTER)' || \
 	  kind create cluster --name $(KIND_CLUSTER) --config deploy/kind/cluster.yaml --wait 120s
 
-images: ## build the operator and the CPU-only trainer images
+images: ## build the operator image and the trainer image (CPU-only unless TORCH_VARIANT=cuda)
 	docker build -t $(OPERATOR_IMAGE) .
-	docker build -t $(TRAINER_IMAGE) -f trainer-image/Dockerfile .
+	docker build -t $(TRAINER_IMAGE) -f trainer-image/Dockerfile --build-arg TORCH_VARIANT=$(TORCH_VARIANT) .
 
 kind-load: ## load both images into the kind nodes (no registry needed)
 	kind load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(TRAINER_IMAGE)
