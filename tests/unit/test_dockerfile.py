@@ -1,8 +1,8 @@
-"""The operator image's Dockerfile, checked without a container engine.
+"""The images' Dockerfiles, checked without a container engine.
 
-No image can be built on the development machines (no registry), so the Dockerfile is judged
-by hadolint (pinned base, no unpinned installs, shell pitfalls) and by the properties users
-rely on: it runs as a numeric non-root user, installs the project without the trainer extra
+No image can be built on the development machines (no registry), so both Dockerfiles are
+judged by hadolint (pinned base, no unpinned installs, shell pitfalls), and the operator's by
+the properties users rely on: it runs as a numeric non-root user, installs the project without the trainer extra
 (no torch in the operator image), and starts the operator's console script.
 """
 
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-DOCKERFILE = Path(__file__).resolve().parents[2] / "Dockerfile"
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
 
 
 def hadolint() -> str:
@@ -27,9 +28,13 @@ def hadolint() -> str:
     return found
 
 
-def test_dockerfile_passes_hadolint() -> None:
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "trainer-image/Dockerfile"])
+def test_dockerfiles_pass_hadolint(dockerfile: str) -> None:
     done = subprocess.run(
-        [hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, check=False
+        [hadolint(), "--no-color", str(ROOT / dockerfile)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
