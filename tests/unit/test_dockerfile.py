@@ -2,8 +2,9 @@
 
 No image can be built on the development machines (no registry), so both Dockerfiles are
 judged by hadolint (pinned base, no unpinned installs, shell pitfalls), and the operator's by
-the properties users rely on: it runs as a numeric non-root user, installs the project without the trainer extra
-(no torch in the operator image), and starts the operator's console script.
+the properties users rely on: it runs as a numeric non-root user, installs the project
+without the trainer extra (no torch in the operator image), and starts the operator's
+console script.
 """
 
 from __future__ import annotations
