@@ -122,6 +122,20 @@ def test_all_exit_zero_succeeds_with_results_from_worker_zero() -> None:
     assert plan.delete_pods == ()
 
 
+def test_success_replaces_a_stale_progress_reading_with_the_final_results() -> None:
+    # A short run can finish between two scrapes: the last reading said epoch 1 of 10.
+    stale = Progress(stage="train", epoch=1, total_epochs=10, percent=8, accuracy=0.88)
+    job = running_job()
+    job = step(job, reconcile(job, [pod(0), pod(1)], T0, progress=stale))
+    message = '{"accuracy": 0.97, "stages": [{"name": "train", "accuracy": 0.97}]}'
+    pods = [pod(0, "Succeeded", exit_code=0, termination_message=message), pod(1, "Succeeded")]
+    progress = reconcile(job, pods, T0 + timedelta(seconds=30)).status.progress
+    assert progress is not None
+    assert (progress.stage, progress.percent, progress.eta_seconds) == ("done", 100, 0)
+    assert progress.epoch == progress.total_epochs == 10
+    assert progress.accuracy == 0.97
+
+
 def test_a_success_never_recreates_pods_even_when_they_are_gone() -> None:
     job = running_job()
     done = step(job, reconcile(job, [pod(0, "Succeeded"), pod(1, "Succeeded")], T0))

@@ -357,9 +357,13 @@ def _succeed(draft: _Draft, pods: Sequence[PodView], master: PodView) -> None:
     status = draft.status
     status.results = results_from_message(master.termination_message) or status.results
     progress = status.progress or Progress()
-    status.progress = progress.model_copy(
-        update={"stage": "done", "percent": 100, "eta_seconds": 0}
-    )
+    # The last scrape can be seconds old (a short run may finish between two reads), so the
+    # finished state comes from what is known now, not from that reading.
+    final: dict[str, object] = {"stage": "done", "percent": 100, "eta_seconds": 0}
+    final["epoch"] = progress.total_epochs
+    if status.results is not None and status.results.accuracy is not None:
+        final["accuracy"] = status.results.accuracy
+    status.progress = progress.model_copy(update=final)
     if status.progress.updated_at is None:
         status.progress.updated_at = format_time(draft.now)
     workers = draft.job.spec.workers
