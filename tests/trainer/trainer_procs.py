@@ -1,6 +1,7 @@
 """Helpers for the trainer tests: launch real trainer processes and read what they write.
 
-`start_trainer` starts `python -m trainyard_trainer` under torchrun (`--standalone`, so every
+`start_trainer` starts `python -m trainyard_trainer` under torchrun, through
+`trainyard_trainer.launch` (`--standalone`, so every
 test gets its own rendezvous port and tests may run side by side) with a TRAINYARD_CONFIG,
 an output directory and a termination-log path in tmp_path. Children run with
 OMP_NUM_THREADS=1: these tests share two cores with everyone else's.
@@ -78,15 +79,14 @@ def start_trainer(
 ) -> TrainerRun:
     output.mkdir(parents=True, exist_ok=True)
     if torchrun:
+        # Through launch.py, as a pod should: torchrun with exit codes that mean something.
         command = [
             sys.executable,
             "-m",
-            "torch.distributed.run",
+            "trainyard_trainer.launch",
             "--standalone",
             f"--nproc-per-node={nproc}",
             "--max-restarts=0",
-            "-m",
-            "trainyard_trainer",
         ]
     else:
         command = [sys.executable, "-m", "trainyard_trainer"]
@@ -100,8 +100,25 @@ def start_trainer(
     return TrainerRun(proc, output, output.parent / "termination-log")
 
 
+def descendants_of(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (launcher -> torchrun -> workers)."""
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        kids = children_of(frontier.pop())
+        found += kids
+        frontier += kids
+    return found
+
+
+def worker_pids(launcher: int) -> list[int]:
+    """The trainer worker processes under a launcher (the leaves of its process tree)."""
+    tree = descendants_of(launcher)
+    return [p for p in tree if not children_of(p)]
+
+
 def children_of(pid: int) -> list[int]:
-    """Direct child pids of `pid`, from /proc (the torchrun workers of a launcher)."""
+    """Direct child pids of `pid`, from /proc."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

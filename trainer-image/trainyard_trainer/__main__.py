@@ -5,7 +5,8 @@ and load the dataset first, so a bad config or an empty dataPath exits with code
 line naming the field before any process group or training exists; then form the process
 group (bounded wait for the master), run the job (`runner.run_job`), and exit 0. SIGTERM
 checkpoints and exits 143; any other failure writes `error: <cause>` as the termination
-message and exits 1.
+message and exits 1. Each worker also leaves its exit code for `launch.py`, which turns
+torchrun's catch-all 1 back into these codes.
 """
 
 from __future__ import annotations
@@ -26,12 +27,24 @@ from trainyard_trainer.distributed import (
     init_distributed,
     shutdown,
 )
+from trainyard_trainer.launch import record_exit
 from trainyard_trainer.results import write_error
 from trainyard_trainer.runner import run_job
 from trainyard_trainer.train import PreemptedError, StopSignal
 
 EXIT_CONFIG = 2
 EXIT_SIGTERM = 143
+
+
+# gloo reports a dead peer as a plain RuntimeError from inside the collective (often via
+# DDP's comm-hook future), so the transport's own wording is what identifies it.
+_PEER_LOSS_MARKS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+
+
+def _is_peer_loss(exc: BaseException) -> bool:
+    if isinstance(exc, torch.distributed.DistNetworkError):
+        return True
+    return any(mark in str(exc) for mark in _PEER_LOSS_MARKS)
 
 
 def _is_global_main() -> bool:
@@ -41,6 +54,19 @@ def _is_global_main() -> bool:
 def main() -> int:
     stop = StopSignal()
     stop.install()
+    outcome = _Outcome()
+    code = _run(stop, outcome)
+    record_exit(code, signalled=stop.requested, peer_lost=outcome.peer_lost)
+    return code
+
+
+class _Outcome:
+    """What `launch.resolve` needs to know besides the exit code."""
+
+    peer_lost = False
+
+
+def _run(stop: StopSignal, outcome: _Outcome) -> int:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     try:
         cfg = load_config_json(os.environ.get("TRAINYARD_CONFIG"))
@@ -62,6 +88,13 @@ def main() -> int:
         print(f"[trainyard] stopping on {exc}; exit {EXIT_SIGTERM}", flush=True)
         return EXIT_SIGTERM
     except Exception as exc:
+        if _is_peer_loss(exc):
+            # Another rank died (its process or pod was killed); launch.py decides.
+            outcome.peer_lost = True
+            print(f"trainyard-trainer: lost a peer: {exc}", file=sys.stderr, flush=True)
+            if ctx.is_main:
+                write_error(f"lost a peer: {exc}")
+            return 1
         traceback.print_exc()
         if ctx.is_main:
             write_error(f"{type(exc).__name__}: {exc}")

@@ -4,7 +4,8 @@ It reads the manifest a user would `kubectl apply`, fills the CRD's defaults (th
 config.py, which holds the same defaults), checks the config and the dataset here, so a bad
 manifest exits with code 2 and one line naming the field before anything starts, and then
 runs `torchrun --standalone` with spec.workers x procsPerWorker processes and the same
-environment the operator would give a worker pod (docs/contracts.md). Artifacts go to
+environment the operator would give a worker pod (docs/contracts.md), through `launch.py`
+so the exit code says what happened (2 config, 143 stopped, 137 a worker killed). Artifacts go to
 `--output` (default `./trainyard-output/<name>`) instead of the pod's `/output`. No
 cluster is involved; for the cluster path see the operator and deploy/local.
 """
@@ -14,16 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import yaml
 
+from trainyard_trainer import launch
 from trainyard_trainer.config import ConfigError, JobConfig, parse_config
+from trainyard_trainer.launch import torchrun_command
 
 EXIT_CONFIG = 2
 API_VERSION = "trainyard.dev/v1alpha1"
@@ -143,31 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         "PYTHONUNBUFFERED": "1",
     }
     env.setdefault("OMP_NUM_THREADS", "1")
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",  # a free rendezvous port, so several local jobs can run at once
-        f"--nproc-per-node={nproc}",
-        "--max-restarts=0",
-        "-m",
-        "trainyard_trainer",
-    ]
+    # --standalone: a free rendezvous port, so several local jobs can run at once.
+    command = torchrun_command(["--standalone", "--max-restarts=0"], nproc)
     print(f"trainyard-train: {cfg.job}: {nproc} process(es), output {output}", flush=True)
-    child = subprocess.Popen(command, env=env)
-    terminated = False
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        nonlocal terminated
-        terminated = True
-        child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    code = child.wait()
-    if terminated and code != 0:
-        # torchrun exits 1 after forwarding SIGTERM; report what happened to the job.
-        return 143
+    code = launch.run(command, env, expected=nproc)
     if code == 0:
         results = output / "results.json"
         if results.is_file():
