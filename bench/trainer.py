@@ -59,7 +59,7 @@ ROWS: list[tuple[str, str, str]] = []
 def report(name: str, value: float | str, target: str = "") -> None:
     text = f"{value:.3f}" if isinstance(value, float) else value
     ROWS.append((name, text, target))
-    print(f"  {name:<58} {text:>10}  {target}", flush=True)
+    print(f"  {name:<78} {text:>14}  {target}", flush=True)
 
 
 def group() -> DistContext:
@@ -143,9 +143,9 @@ def ddp_vs_plain(ctx: DistContext, batch: int) -> None:
 # --- 2. 2 processes vs 1 ------------------------------------------------------------------
 
 
-def torchrun_throughput(nproc: int, workdir: Path) -> float:
-    out = workdir / f"np{nproc}"
-    config = {"trainer": {"model": "mlp", "dataset": "synthetic", "epochs": 3, "batchSize": 64}}
+def torchrun_throughput(nproc: int, workdir: Path, batch: int) -> float:
+    out = workdir / f"np{nproc}-b{batch}"
+    config = {"trainer": {"model": "mlp", "dataset": "synthetic", "epochs": 3, "batchSize": batch}}
     env = {
         **os.environ,
         "TRAINYARD_CONFIG": json.dumps(config),
@@ -173,14 +173,15 @@ def torchrun_throughput(nproc: int, workdir: Path) -> float:
 
 
 def scaling() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        one = torchrun_throughput(1, Path(tmp))
-        two = torchrun_throughput(2, Path(tmp))
-    report(
-        "torchrun 2 processes / 1 process (global samples/s, gloo)",
-        two / one,
-        f"2.0 ideal on {os.cpu_count()} cores",
-    )
+    for batch in (64, 256):  # per process; larger batches amortize each all-reduce
+        with tempfile.TemporaryDirectory() as tmp:
+            one = torchrun_throughput(1, Path(tmp), batch)
+            two = torchrun_throughput(2, Path(tmp), batch)
+        report(
+            f"torchrun 2 processes / 1 process (global samples/s, gloo, batch {batch})",
+            two / one,
+            f"2.0 ideal on {os.cpu_count()} idle cores",
+        )
 
 
 # --- 3. int8 vs fp32 latency ----------------------------------------------------------------

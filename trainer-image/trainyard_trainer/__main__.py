@@ -67,7 +67,8 @@ class _Outcome:
 
 
 def _run(stop: StopSignal, outcome: _Outcome) -> int:
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    torch.set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0 else 1)
     try:
         cfg = load_config_json(os.environ.get("TRAINYARD_CONFIG"))
         bundle = load_dataset(cfg.trainer.dataset, cfg.trainer.data_path, cfg.trainer.model)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -148,9 +146,3 @@ class Progress:
     def log(self, line: str) -> None:
         if self.verbose:
             print(line, flush=True)
-
-    @contextmanager
-    def timed_allreduce(self) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        self.allreduce.observe(time.perf_counter() - start)

@@ -203,7 +203,9 @@ def run_job(cfg: JobConfig, bundle: DataBundle, ctx: DistContext, stop: StopSign
     final = output / "model-final.pt"
     summary.artifact_path = str(final)
     if ctx.is_main:
-        shutil.copyfile(summary.stages[-1].artifact, final)
+        staging = final.with_name(f".tmp-{final.name}")
+        shutil.copyfile(summary.stages[-1].artifact, staging)
+        os.replace(staging, final)  # readers never see a half-copied final model
         results = write_results(summary, output)
         progress.log(f"[trainyard] done: accuracy {summary.stages[-1].accuracy:.4f}, {results}")
     progress.finish()
