@@ -147,6 +147,9 @@ def wrap(model: nn.Module, loop: LoopConfig, strategy: str) -> nn.Module:
         model,
         device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
         gradient_as_bucket_view=True,  # grads live in the buckets: no copy in and out
+        # Every model here runs the same graph each step with every parameter used, so DDP
+        # can skip its per-iteration graph bookkeeping.
+        static_graph=True,
     )
     if ctx.world_size == 1:
         # All-reduce over one rank is the identity; gloo would still copy every bucket.
