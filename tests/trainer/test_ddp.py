@@ -79,3 +79,9 @@ def test_two_processes_reach_95_percent_with_identical_replicas(trainer) -> None
     assert compact["stages"][0]["name"] == "train"
     assert set(compact["stages"][0]) == {"name", "accuracy", "modelBytes", "sparsity", "seconds"}
     assert compact["artifactPath"].endswith("model-final.pt")
+
+
+def test_bf16_autocast_trains(trainer) -> None:
+    run = trainer({"trainer": {**DIGITS, "epochs": 4, "precision": "bf16"}}, torchrun=False)
+    assert run.finish() == 0, run.text
+    assert run.results()["accuracy"] >= 0.9
