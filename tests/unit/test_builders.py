@@ -163,7 +163,7 @@ def test_default_command_image_and_ports() -> None:
     container1 = worker_pod(make_job(workers=2), 1, 0, SETTINGS)["spec"]["containers"][0]
     assert container0["name"] == "trainer"
     assert container0["image"] == "registry.example/trainer:1"
-    assert container0["command"] == ["torchrun", "-m", "trainyard_trainer"]
+    assert container0["command"] == ["python", "-m", "trainyard_trainer.launch"]
     assert "args" not in container0
     assert {p["name"]: p["containerPort"] for p in container0["ports"]} == {
         "metrics": 9400,

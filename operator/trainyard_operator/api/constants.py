@@ -26,7 +26,10 @@ MASTER_PORT: Final = 29500
 METRICS_PORT: Final = 9400
 TERMINATION_LOG: Final = "/dev/termination-log"
 OUTPUT_VOLUME: Final = "output"
-DEFAULT_COMMAND: Final = ("torchrun", "-m", "trainyard_trainer")
+# torchrun under a thin launcher that keeps the workers' exit codes apart (torchrun itself
+# exits 1 for a bad config, a killed worker and a forwarded SIGTERM alike, which would make
+# the ExitCode restart policy treat a preemption as permanent); it reads the same PET_* env.
+DEFAULT_COMMAND: Final = ("python", "-m", "trainyard_trainer.launch")
 
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 

@@ -1,9 +1,10 @@
 """The worker container's environment: the pod contract of docs/contracts.md.
 
 torchrun reads `PET_<FLAG>` in place of its command-line flags, so the default command
-(`torchrun -m trainyard_trainer`) needs no arguments; `TRAINYARD_CONFIG` carries the built-in
-trainer's configuration as the CRD's own (camelCase, defaulted) field names. `spec.env`
-follows the contract's variables; admission already rejected any that reuse a reserved name.
+(`python -m trainyard_trainer.launch`, torchrun with exit codes kept apart) needs no
+arguments; `TRAINYARD_CONFIG` carries the built-in trainer's configuration as the CRD's own
+(camelCase, defaulted) field names. `spec.env` follows the contract's variables; admission
+already rejected any that reuse a reserved name.
 """
 
 from __future__ import annotations
