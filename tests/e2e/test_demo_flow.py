@@ -178,10 +178,17 @@ def test_demo_flow_trains_compresses_and_reports(e2e_stack: E2EStack) -> None:
         f'last_over_time(trainyard_trainer_accuracy{{trainyard_dev_job_name="{name}"}}[30m])'
     )
     assert accuracy and max(float(item["value"][1]) for item in accuracy) >= 0.8
-    succeeded = stack.prometheus.query(
-        f'trainyard_jobs_succeeded_total{{namespace="{stack.job_namespace}"}}'
-    )
-    assert succeeded and float(succeeded[0]["value"][1]) >= 1
+
+    def succeeded_count() -> float | None:
+        # The operator counts the success when it writes the status; Prometheus sees it at its
+        # next scrape of the operator, which can come after the job already reads Succeeded.
+        answer = stack.prometheus.query(
+            f'trainyard_jobs_succeeded_total{{namespace="{stack.job_namespace}"}}'
+        )
+        value = float(answer[0]["value"][1]) if answer else 0.0
+        return value if value >= 1 else None
+
+    wait_for("the operator's succeeded counter in Prometheus", succeeded_count, 30, stack)
 
 
 def bind_local_volume(stack: E2EStack, claim: str) -> Path:
