@@ -35,6 +35,16 @@ def test_progress_comes_from_the_trainer_metrics() -> None:
     assert progress.samples_per_second == 1500.0 and progress.eta_seconds == 12
 
 
+def test_progress_rounds_what_the_printer_columns_show() -> None:
+    text = METRICS.replace(
+        "trainyard_trainer_loss 0.25", "trainyard_trainer_loss 0.07357922578761575"
+    )
+    text = text.replace("samples_per_second 1500.0", "samples_per_second 5762.42175462886")
+    progress = progress_from_metrics(text)
+    assert progress is not None
+    assert (progress.loss, progress.samples_per_second) == (0.0736, 5762.4)
+
+
 def test_an_endpoint_without_trainer_metrics_gives_no_progress() -> None:
     assert progress_from_metrics("# TYPE other gauge\nother 1\n") is None
     assert progress_from_metrics("not { prometheus") is None
