@@ -44,6 +44,13 @@ def kd_loss(
 
 
 def kd_step(student: nn.Module, teacher: nn.Module, settings: DistillConfig) -> StepFn:
+    """The distill stage's train step: the teacher's logits on the same batch, without grad.
+
+    The teacher is put in eval mode here, not only by the caller: with its dropout on, the
+    soft targets would be a different noisy sample every step.
+    """
+    teacher.eval()
+
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             teacher_logits = teacher(x)
