@@ -210,12 +210,14 @@ def test_deleting_a_pod_stops_its_process_tree(runner: ProcessRunner, tmp_path: 
     assert runner.poll(pod).containers["trainer"].state == "running"
 
     runner.stop(pod)
+    scratch = pod.work_dir / "volumes" / "scratch"
+    # the reaper thread removes the emptyDir just after the last process dies: wait for both
     deadline = time.monotonic() + 30
-    while (alive(child) or alive(leader)) and time.monotonic() < deadline:
+    while (alive(child) or alive(leader) or scratch.exists()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(child)
     assert not alive(leader)
-    assert not (pod.work_dir / "volumes" / "scratch").exists()
+    assert not scratch.exists()
     assert log_path.exists()  # logs outlive the pod
 
 
