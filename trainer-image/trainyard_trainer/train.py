@@ -246,7 +246,9 @@ def fit(
         order = torch.tensor(list(sampler), dtype=torch.long)
         batches = [order[i : i + loop.batch_size] for i in range(0, len(order), loop.batch_size)]
         started = time.perf_counter()
-        loss_sum = 0.0
+        # Summed where the loss lives and read once per epoch: a float() every step would make
+        # the host wait for the GPU each step.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
         seen = 0
         for i in range(state.step_in_epoch, len(batches)):
             sel = batches[i]
@@ -266,10 +268,10 @@ def fit(
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
             scheduler.step()
-            value = float(loss.detach())
-            if state.first_loss is None:
-                (state.first_loss,) = all_reduce_sum([value / ctx.world_size], ctx.device)
-            loss_sum += value * len(sel)
+            loss_sum += loss.detach().double() * len(sel)
+            if state.first_loss is None:  # once per run: the baseline the loss is compared to
+                first = float(loss.detach()) / ctx.world_size
+                (state.first_loss,) = all_reduce_sum([first], ctx.device)
             seen += len(sel)
             state.global_step += 1
             state.step_in_epoch = i + 1
@@ -282,7 +284,7 @@ def fit(
                     on_preempt(state)
                 raise PreemptedError(f"SIGTERM during epoch {state.epoch + 1}, step {i + 1}")
         seconds = time.perf_counter() - started
-        loss_total, samples = all_reduce_sum([loss_sum, float(seen)], ctx.device)
+        loss_total, samples = all_reduce_sum([float(loss_sum), float(seen)], ctx.device)
         val_loss, accuracy = evaluate(model, bundle, ctx, precision=loop.precision)
         state.epoch += 1
         state.step_in_epoch = 0
