@@ -37,9 +37,14 @@ def test_metrics_match_what_the_jobs_did(
     jobs.wait_phase("bad", "Running")
     jobs.wait_phase("idle", "Suspended")
     # The operator counts right after its status write; give its metrics a moment to follow.
+    # Each job's worker moves it in the phase gauge after counting it, so waiting for the
+    # gauge to hold all three jobs (not only the two Running ones) means every count is in.
     wait_for(
-        "two jobs Running in the phase gauge",
-        lambda: value(operator, "trainyard_jobs", namespace=ns, phase="Running") == 2,
+        "two jobs Running and one Suspended in the phase gauge",
+        lambda: (
+            value(operator, "trainyard_jobs", namespace=ns, phase="Running") == 2
+            and value(operator, "trainyard_jobs", namespace=ns, phase="Suspended") == 1
+        ),
     )
     assert value(operator, "trainyard_job_time_to_running_seconds_count") == 2
     assert value(operator, "trainyard_jobs", namespace=ns, phase="Suspended") == 1
@@ -53,7 +58,12 @@ def test_metrics_match_what_the_jobs_did(
     jobs.wait_phase("bad", "Failed")
 
     def settled() -> bool:
-        return value(operator, "trainyard_jobs", namespace=ns, phase="Failed") == 1
+        # Both jobs' workers count and move the gauge on their own: waiting for the Failed one
+        # alone could read good's success counter before its worker got to it.
+        return (
+            value(operator, "trainyard_jobs", namespace=ns, phase="Failed") == 1
+            and value(operator, "trainyard_jobs", namespace=ns, phase="Succeeded") == 1
+        )
 
     wait_for("the phase gauge to follow", settled)
     assert value(operator, "trainyard_jobs_created_total", namespace=ns) == 3
