@@ -11,7 +11,8 @@ Registered through `pytest_plugins` in tests/conftest.py. Fixtures:
     operator_factory the same, as a factory (start(), restart after a kill)
     jobs             `Jobs`: create TrainingJobs, read status, pods, events in `namespace`
 
-Helpers: `wait_for` (re-exported from trainyard_local's plugin), `condition(status, type)`.
+Helpers: `wait_for` (re-exported from trainyard_local's plugin), `condition(status, type)`,
+`wait_until_authorized` (a new binding has reached the API server's authorizer).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ RULES = ROOT / "deploy/helm/trainyard/files/operator-rules.yaml"
 ROLE = "trainyard-operator-test"
 SERVICE_ACCOUNT = "trainyard-operator"
 
-__all__ = ["Jobs", "condition", "wait_for"]
+__all__ = ["Jobs", "condition", "wait_for", "wait_until_authorized"]
 
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -130,7 +131,7 @@ class Jobs:
     def reasons(self, name: str) -> list[str]:
         return [reason for _, reason, _ in self.events(name)]
 
-    def wait_event(self, name: str, reason: str, timeout: float = 30.0) -> tuple[str, str, str]:
+    def wait_event(self, name: str, reason: str, timeout: float = 60.0) -> tuple[str, str, str]:
         """Wait for an event with this reason on the job (posted right after the status)."""
 
         def probe() -> tuple[str, str, str] | None:
@@ -221,7 +222,7 @@ def operator_factory(
             ],
         },
     )
-    _wait_until_authorized(api_client, namespace)
+    wait_until_authorized(api_client, namespace)
     started: list[OperatorProcess] = []
 
     def start() -> OperatorProcess:
@@ -251,15 +252,25 @@ def jobs(api_client: client.ApiClient, namespace: str, crd_installed: object) ->
     return Jobs(api_client, namespace)
 
 
-def _wait_until_authorized(api: client.ApiClient, namespace: str) -> None:
-    """RBAC reaches the API server's authorizer cache a moment after the binding is made."""
+def wait_until_authorized(
+    api: client.ApiClient,
+    namespace: str,
+    service_account: str = SERVICE_ACCOUNT,
+    *,
+    cluster_wide: bool = False,
+) -> None:
+    """RBAC reaches the API server's authorizer cache a moment after the binding is made.
+
+    Waits until the ServiceAccount may watch TrainingJobs in `namespace` (in every namespace
+    with `cluster_wide`, as a ClusterRoleBinding grants).
+    """
     authz = client.AuthorizationV1Api(api)
     review = {
         "spec": {
-            "user": f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}",
+            "user": f"system:serviceaccount:{namespace}:{service_account}",
             "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
             "resourceAttributes": {
-                "namespace": namespace,
+                "namespace": "" if cluster_wide else namespace,
                 "verb": "watch",
                 "group": GROUP,
                 "resource": PLURAL,

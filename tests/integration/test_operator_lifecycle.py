@@ -12,7 +12,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from integration.operator_fixtures import Jobs, condition, wait_for
+from integration.operator_fixtures import Jobs, condition, wait_for, wait_until_authorized
 from trainyard_local.operator_process import OperatorProcess
 from trainyard_local.pytest_plugin import Kubectl
 
@@ -124,6 +124,8 @@ def test_cluster_wide_operator_serves_every_namespace(
         }
     )
     try:
+        # as the operator fixture does for its RoleBinding: start once the binding is in effect
+        wait_until_authorized(api_client, namespace, "cluster-operator", cluster_wide=True)
         with OperatorProcess(kubeconfig, [], log_path=tmp_path / "operator.log"):
             jobs.create("anywhere", workers=2)
             jobs.wait_phase("anywhere", "Running")
