@@ -60,7 +60,10 @@ def test_ttl_after_finished_deletes_the_job(operator: OperatorProcess, jobs: Job
         runPolicy={"ttlSecondsAfterFinished": 2},
         pod_annotations={"fake.trainyard.dev/run-seconds": "1"},
     )
-    jobs.wait_phase("brief", "Succeeded")
+    # The job reads Succeeded for only ttlSecondsAfterFinished (2 s), which a slow poll can
+    # miss; the Succeeded event, posted right after that status write, outlives the job.
+    kind, _, _ = jobs.wait_event("brief", "Succeeded")
+    assert kind == "Normal"
     wait_for("the finished job to be deleted", lambda: jobs.get("brief") is None)
     wait_for("its pods to go with it", lambda: not jobs.pods("brief"))
 
