@@ -26,7 +26,9 @@ def test_killed_mid_creation_and_restarted_creates_no_duplicates(
     print(f"{len(before)} of {WORKERS} pods existed when the operator was killed")
 
     operator_factory()
-    pods = jobs.wait_pods("big", WORKERS)
+    # 40 pods through a restarted operator and the agent: more than the default minute can
+    # take on a loaded 2-core machine (the timeout only bounds a hang)
+    pods = jobs.wait_pods("big", WORKERS, timeout=180)
     status = jobs.wait_phase("big", "Running")
     names = [p["metadata"]["name"] for p in pods]
     assert sorted(names) == sorted(f"big-worker-{i}" for i in range(WORKERS))
