@@ -147,12 +147,17 @@ class JobWorker:
         if plan.ensure_children and self._children_for != job.uid:
             await self._ensure_children(job)
         await self._delete(job, plan)
-        await self._create(job, plan)
-        await self._post_events(plan)
+        created = await self._create(job, plan)
+        await self._post_events(plan, workers_created=created)
         return self._next_look(plan)
 
-    async def _post_events(self, plan: Plan) -> None:
+    async def _post_events(self, plan: Plan, *, workers_created: bool = True) -> None:
         for event in plan.events:
+            if event.reason == "WorkersCreated" and not workers_created:
+                # A pass that ran before the watch reported the pods just created plans the
+                # same gang again; the expectations hold back the creations, and this keeps
+                # the event from being posted a second time.
+                continue
             await self.runtime.client.post_event(self.body, event.type, event.reason, event.message)
 
     # --- steps ---------------------------------------------------------------------------------
@@ -206,13 +211,14 @@ class JobWorker:
             *(self.runtime.client.delete_pod(job.namespace, r.name, r.uid) for r in todo)
         )
 
-    async def _create(self, job: TrainingJob, plan: Plan) -> None:
+    async def _create(self, job: TrainingJob, plan: Plan) -> bool:
+        """Create the planned workers not already expected; True if it created any."""
         rt = self.runtime
         now = time.monotonic()
         names = {i: f"{job.name}-worker-{i}" for i in plan.create_workers}
         todo = [i for i in plan.create_workers if (names[i], plan.gang) not in self._created]
         if not todo:
-            return
+            return False
         # Build from the job as just written, so the pods carry the attempt being started.
         current = job.model_copy(update={"status": plan.status})
         for i in todo:
@@ -233,6 +239,7 @@ class JobWorker:
                 log.warning("creating %s in %s failed: %s", names[i], job.namespace, result)
         if any(isinstance(r, BaseException) for r in results):
             raise RuntimeError(f"could not create every worker of {job.namespace}/{job.name}")
+        return True
 
     def _forget_confirmed(self, pods: list[PodView]) -> None:
         """Drop expectations the watch has confirmed (or that are too old to trust)."""
