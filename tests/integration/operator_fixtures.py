@@ -282,7 +282,7 @@ def wait_until_authorized(
         answer = authz.create_subject_access_review(review)
         return bool(answer.status and answer.status.allowed)
 
-    wait_for("the operator's RoleBinding to take effect", allowed, timeout=30)
+    wait_for(f"{service_account}'s binding to take effect", allowed, timeout=60)
 
 
 @pytest.fixture(scope="session")
