@@ -378,7 +378,13 @@ class ProcessRunner:
             restart = (pod.pod["metadata"].get("labels") or {}).get("trainyard.dev/restart", "")
             key = (pod.namespace, master, restart)
             if key not in self._ports:
-                self._ports[key] = free_port()
+                # free now, but the kernel may hand out a port of a job whose master has not
+                # bound it yet: never give two jobs the same one
+                taken = set(self._ports.values())
+                port = free_port()
+                while port in taken:
+                    port = free_port()
+                self._ports[key] = port
             for variable in MASTER_ADDR_NAMES:
                 if variable in env:
                     env[variable] = "127.0.0.1"
