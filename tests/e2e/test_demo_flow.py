@@ -267,6 +267,25 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def trainer_processes(container_pid: int) -> list[int]:
+    """The training processes under a worker container: launcher → torchrun → trainers."""
+    found: list[int] = []
+    pending = children(container_pid)
+    while pending:
+        pid = pending.pop()
+        pending.extend(children(pid))
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            continue
+        # torchrun starts each trainer as `python -u -m trainyard_trainer`; the launcher runs
+        # as `-m trainyard_trainer.launch`, torchrun as `-m torch.distributed.run … -m
+        # trainyard_trainer`
+        if b"trainyard_trainer" in argv and b"torch.distributed.run" not in argv:
+            found.append(pid)
+    return found
+
+
 def test_killed_worker_restarts_the_gang_from_the_checkpoint(e2e_stack: E2EStack) -> None:
     stack = e2e_stack
     claim = "digits-ckpt"
@@ -299,9 +318,9 @@ def test_killed_worker_restarts_the_gang_from_the_checkpoint(e2e_stack: E2EStack
         )
     )["items"]
     (worker,) = pods
-    torchrun = int((pod_dir(stack, worker) / "trainer.pid").read_text())
-    trainers = children(torchrun)
-    assert trainers, "torchrun of worker 1 has no trainer process"
+    container = int((pod_dir(stack, worker) / "trainer.pid").read_text())
+    trainers = trainer_processes(container)
+    assert trainers, "worker 1 has no trainer process under its torchrun"
     for pid in trainers:  # the training process dies as in an OOM kill
         os.kill(pid, signal.SIGKILL)
 
