@@ -9,8 +9,8 @@ export TRAINYARD_CACHE ?= $(HOME)/.cache/trainyard
 export TRAINYARD_HOME ?= $(CURDIR)/.trainyard
 PYTEST_ARGS ?=
 
-.PHONY: help venv local-binaries cluster-up cluster-down crds lint typecheck test test-unit \
-        test-integration test-trainer test-e2e prometheus demo demo-down bench \
+.PHONY: help venv local-binaries cluster-up cluster-down crds lint test test-unit \
+        test-integration test-trainer test-e2e prometheus demo demo-down helm-lint \
         kind-up kind-down images kind-load deploy demo-kind helm-sync
 
 help:
