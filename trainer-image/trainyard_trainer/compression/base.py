@@ -12,16 +12,18 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from trainyard_trainer.checkpoint import TrainState
 from trainyard_trainer.config import TrainerConfig
 from trainyard_trainer.models import ModelSpec
 from trainyard_trainer.quantization import quiet_quantized
-from trainyard_trainer.train import LoopConfig, make_optimizer
+from trainyard_trainer.train import LoopConfig, StepFn, fit, make_optimizer, wrap
 
 LATENCY_RUNS = 20
 
@@ -66,16 +68,35 @@ def sparsity(model: nn.Module) -> float:
     return zeros / total if total else 0.0
 
 
-def optimizer_for(
-    ctx: StageContext, model: nn.Module, epochs: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The job's optimizer and learning rate, cosine-annealed over the stage's steps."""
+def train_stage(
+    ctx: StageContext,
+    model: nn.Module,
+    stage: str,
+    epochs: int,
+    step_for: Callable[[nn.Module], StepFn],
+) -> None:
+    """Train `model` in place for a stage's epochs with DDP, reporting progress as `stage`.
+
+    The job's optimizer and learning rate, cosine-annealed over the stage's steps; a fresh
+    train state (stages are not checkpointed mid-way). `step_for` gets the DDP-wrapped model.
+    """
+    ctx.loop.progress.set_stage(stage, epochs)
+    wrapped = wrap(model, ctx.loop, "ddp")
     optimizer = make_optimizer(
-        ctx.trainer.optimizer, list(model.parameters()), ctx.trainer.learning_rate
+        ctx.trainer.optimizer, list(wrapped.parameters()), ctx.trainer.learning_rate
     )
     per_rank = len(ctx.loop.bundle.train_x) // ctx.loop.ctx.world_size
     steps = max(1, epochs * -(-per_rank // ctx.loop.batch_size))
-    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    fit(
+        wrapped,
+        optimizer,
+        scheduler,
+        ctx.loop,
+        state=TrainState(),
+        epochs=epochs,
+        step_fn=step_for(wrapped),
+    )
 
 
 @torch.no_grad()

@@ -15,11 +15,10 @@ import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 
 from trainyard_trainer.artifacts import save_dense
-from trainyard_trainer.checkpoint import TrainState
-from trainyard_trainer.compression.base import StageContext, StageOutput, optimizer_for, sparsity
+from trainyard_trainer.compression.base import StageContext, StageOutput, sparsity, train_stage
 from trainyard_trainer.config import DistillConfig
 from trainyard_trainer.models import ModelSpec, build_model, count_parameters
-from trainyard_trainer.train import StepFn, fit, wrap
+from trainyard_trainer.train import StepFn
 
 
 def kd_loss(
@@ -73,17 +72,12 @@ def run(settings: DistillConfig, model: nn.Module, ctx: StageContext) -> StageOu
     loop = ctx.loop
     teacher = model.to(loop.ctx.device).eval()
     student, spec = build_student(ctx, settings.student_scale)
-    loop.progress.set_stage("distill", settings.epochs)
-    wrapped = wrap(student, loop, "ddp")
-    optimizer, scheduler = optimizer_for(ctx, wrapped, settings.epochs)
-    fit(
-        wrapped,
-        optimizer,
-        scheduler,
-        loop,
-        state=TrainState(),
-        epochs=settings.epochs,
-        step_fn=kd_step(wrapped, teacher, settings),
+    train_stage(
+        ctx,
+        student,
+        "distill",
+        settings.epochs,
+        lambda wrapped: kd_step(wrapped, teacher, settings),
     )
     student.eval()
     path = ctx.output / "model-distilled.pt"

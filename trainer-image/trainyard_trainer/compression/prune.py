@@ -14,17 +14,16 @@ from torch import nn
 from torch.nn.utils import prune
 
 from trainyard_trainer.artifacts import save_sparse
-from trainyard_trainer.checkpoint import TrainState
 from trainyard_trainer.compression.base import (
     StageContext,
     StageOutput,
-    optimizer_for,
     prunable,
     sparsity,
+    train_stage,
 )
 from trainyard_trainer.config import PruneConfig
 from trainyard_trainer.models import count_parameters
-from trainyard_trainer.train import classification_step, fit, wrap
+from trainyard_trainer.train import classification_step
 
 
 def apply_masks(model: nn.Module, settings: PruneConfig) -> list[nn.Module]:
@@ -50,18 +49,7 @@ def run(settings: PruneConfig, model: nn.Module, ctx: StageContext) -> StageOutp
     model = model.to(loop.ctx.device)
     layers = apply_masks(model, settings)
     if settings.fine_tune_epochs > 0:
-        loop.progress.set_stage("prune", settings.fine_tune_epochs)
-        wrapped = wrap(model, loop, "ddp")
-        optimizer, scheduler = optimizer_for(ctx, wrapped, settings.fine_tune_epochs)
-        fit(
-            wrapped,
-            optimizer,
-            scheduler,
-            loop,
-            state=TrainState(),
-            epochs=settings.fine_tune_epochs,
-            step_fn=classification_step(wrapped),
-        )
+        train_stage(ctx, model, "prune", settings.fine_tune_epochs, classification_step)
     for module in layers:
         prune.remove(module, "weight")  # type: ignore[no-untyped-call]
     model.eval()
