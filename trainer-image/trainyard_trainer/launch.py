@@ -9,9 +9,10 @@ variables), gives every worker a directory to leave its exit code in
 
 - any worker exited 2 (bad config)            -> 2
 - any worker failed on its own (exit 1)       -> 1
-- it was told to stop (SIGTERM), a worker left
-  no code (killed by a signal), or the others
-  only lost their connection to it            -> 143 / 137  (retryable)
+- the launcher was told to stop (SIGTERM)     -> 143 (retryable)
+- a worker left no code (killed by a signal),
+  the others only lost their connection to it
+  or were stopped by torchrun because of it   -> 137 (retryable)
 
 `local.py` (`trainyard-train`) launches through this module too.
 """
@@ -57,10 +58,14 @@ def resolve(torchrun_code: int, *, terminated: bool, codes: Sequence[int], expec
         return 2
     if any(c not in (0, SIGTERM_EXIT, PEER_LOST) for c in codes):
         return 1
-    if terminated or SIGTERM_EXIT in codes:
+    if terminated:
         return SIGTERM_EXIT
+    # Checked before a worker's 143: when one worker is killed, torchrun SIGTERMs the rest,
+    # and whether they record 143 or "peer lost" depends on which came first.
     if len(codes) < expected or PEER_LOST in codes:
         return SIGKILL_EXIT  # a worker died without a word: killed (OOM, node trouble)
+    if SIGTERM_EXIT in codes:
+        return SIGTERM_EXIT  # stopped from outside the launcher (e.g. the whole group)
     return 1
 
 
