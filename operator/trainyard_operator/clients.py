@@ -41,6 +41,21 @@ class ConflictError(Exception):
     """The object changed since it was read (HTTP 409 on an update with a resourceVersion)."""
 
 
+class RejectedError(Exception):
+    """The API server refused to create an object (403/400/422: Pod Security, a quota,
+    a webhook, an invalid podTemplate); the message is the server's own."""
+
+
+def _server_message(err: ApiException) -> str:
+    """The `message` of the Status the API server answered with, else the HTTP reason."""
+    try:
+        status = json.loads(err.body or b"{}")
+    except (TypeError, ValueError):
+        status = {}
+    message = status.get("message") if isinstance(status, dict) else None
+    return str(message or f"HTTP {err.status} {err.reason}")
+
+
 class KubeClient:
     """Async access to the few API calls the operator makes."""
 
@@ -102,6 +117,10 @@ class KubeClient:
         except ApiException as err:
             if err.status == 409:
                 return False
+            if err.status in (400, 403, 422):
+                # Retrying the same object gets the same answer until something changes
+                # (the quota, the namespace's labels, the spec); the caller reports it.
+                raise RejectedError(_server_message(err)) from err
             raise
         return True
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from trainyard_operator.api import Progress, TrainingJob, TrainingJobStatus
-from trainyard_operator.status import Plan, PodView, reconcile
+from trainyard_operator.status import CreateFailure, Plan, PodView, reconcile
 from trainyard_operator.status.conditions import get_condition
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -290,6 +290,54 @@ def test_image_pull_failure_fails_the_job_with_its_own_reason() -> None:
     stuck = [pod(0, "Pending", waiting_reason="ImagePullBackOff")]
     plan = reconcile(job, stuck, T0 + timedelta(seconds=6))
     assert cond(plan, "Failed") == ("True", "ImagePullFailed")
+
+
+QUOTA = 'pods "j-worker-1" is forbidden: exceeded quota: q, requested: pods=1, limited: pods=1'
+
+
+def test_a_refused_worker_is_reported_then_created_once_the_quota_allows() -> None:
+    spec = {"runPolicy": {"schedulingTimeoutSeconds": 60}}
+    job = step(make_job(**spec), reconcile(make_job(**spec), [], T0))
+    refusal = CreateFailure(gang=0, since=T0, message=QUOTA)
+    plan = reconcile(job, [pod(0)], T0 + timedelta(seconds=2), create_failure=refusal)
+    # Still trying to create it, and saying why it is missing.
+    assert plan.create_workers == (1,)
+    assert plan.status.phase == "Pending"
+    assert cond(plan, "Created") == ("False", "PodCreateFailed")
+    assert cond(plan, "Running") == ("False", "PodCreateFailed")
+    assert reasons(plan) == ["PodCreateFailed"]
+    assert "worker 1" in plan.events[0].message and "exceeded quota" in plan.events[0].message
+    assert plan.requeue_after == 58
+    job = step(job, plan)
+    again = reconcile(job, [pod(0)], T0 + timedelta(seconds=4), create_failure=refusal)
+    assert reasons(again) == []  # one event per refusal, not one per retry
+    # The quota was raised: the worker exists, and Created says so again.
+    job = step(job, again)
+    plan = reconcile(job, [pod(0), pod(1)], T0 + timedelta(seconds=6))
+    assert cond(plan, "Created") == ("True", "WorkersCreated")
+    assert plan.status.phase == "Running"
+    assert reasons(plan) == ["WorkersCreated"]
+
+
+def test_workers_refused_past_the_scheduling_timeout_fail_the_job() -> None:
+    spec = {"runPolicy": {"schedulingTimeoutSeconds": 60}}
+    job = step(make_job(**spec), reconcile(make_job(**spec), [], T0))
+    refusal = CreateFailure(gang=0, since=T0, message="violates PodSecurity restricted")
+    plan = reconcile(job, [pod(0)], T0 + timedelta(seconds=60), create_failure=refusal)
+    assert plan.status.phase == "Failed"
+    assert cond(plan, "Failed") == ("True", "PodCreateFailed")
+    assert plan.create_workers == ()
+    assert "PodSecurity" in plan.events[-1].message
+    assert [p.name for p in plan.delete_pods] == ["j-worker-0"]  # cleanPodPolicy Running
+
+
+def test_a_refusal_of_another_attempt_does_not_count() -> None:
+    job = step(make_job(), reconcile(make_job(), [], T0))
+    other = CreateFailure(gang=1, since=T0, message=QUOTA)
+    plan = reconcile(job, [pod(0)], T0 + timedelta(hours=1), create_failure=other)
+    assert plan.status.phase == "Pending"
+    assert cond(plan, "Created") == ("True", "WorkersCreated")
+    assert cond(plan, "Running") == ("False", "WorkersPending")
 
 
 def test_progress_deadline_restarts_a_hung_gang() -> None:

@@ -33,10 +33,10 @@ from trainyard_operator.api.status import Progress, TrainingJobStatus
 from trainyard_operator.builders.podgroup import pod_group
 from trainyard_operator.builders.pods import worker_pod
 from trainyard_operator.builders.service import headless_service
-from trainyard_operator.clients import ConflictError
+from trainyard_operator.clients import ConflictError, RejectedError
 from trainyard_operator.handlers.progress import read_progress
 from trainyard_operator.handlers.runtime import JobKey, Runtime
-from trainyard_operator.status import Plan, PodView, reconcile
+from trainyard_operator.status import CreateFailure, Plan, PodView, reconcile
 from trainyard_operator.status.conditions import get_condition
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,9 @@ class JobWorker:
         self._last_read = 0.0
         self._timed_running = False
         self._invalid_generation: int | None = None
+        # The API server's refusal of this job's last pod creations (quota, Pod Security…),
+        # fed back into reconcile so the status says why the workers are missing.
+        self._refusal: CreateFailure | None = None
         self.task = asyncio.create_task(self._loop(), name=f"trainingjob {key[0]}/{key[1]}")
 
     # --- inputs from the watch ---------------------------------------------------------------
@@ -96,6 +99,10 @@ class JobWorker:
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise
+            except WorkersRefusedError as err:
+                log.warning("%s/%s: %s; retrying in %.0fs", *self.key, err, backoff)
+                delay = backoff
+                backoff = min(backoff * 2, 60.0)
             except Exception:
                 log.exception("reconcile of %s/%s failed; retrying in %.0fs", *self.key, backoff)
                 delay = backoff
@@ -121,7 +128,9 @@ class JobWorker:
         self._forget_confirmed(pods)
         now = datetime.now(UTC)
         progress = await self._progress(job, pods)
-        plan = reconcile(job, pods, now, progress)
+        plan = reconcile(job, pods, now, progress, self._refusal)
+        if not plan.create_workers:
+            self._refusal = None  # nothing left to create: nothing is refused any more
 
         if _wire(plan.status) != _wire(job.status):
             try:
@@ -147,7 +156,12 @@ class JobWorker:
         if plan.ensure_children and self._children_for != job.uid:
             await self._ensure_children(job)
         await self._delete(job, plan)
-        created = await self._create(job, plan)
+        try:
+            created = await self._create(job, plan)
+        except WorkersRefusedError:
+            # The pass's events (PodCreateFailed among them) still go out; the retry follows.
+            await self._post_events(plan, workers_created=False)
+            raise
         await self._post_events(plan, workers_created=created)
         return self._next_look(plan)
 
@@ -230,15 +244,25 @@ class JobWorker:
             ),
             return_exceptions=True,
         )
+        refused: RejectedError | None = None
         for i, result in zip(todo, results, strict=True):
             if isinstance(result, BaseException):
                 # Forget the expectation so the next pass tries again.
                 self._created.pop((names[i], plan.gang), None)
                 if isinstance(result, asyncio.CancelledError):
                     raise result
-                log.warning("creating %s in %s failed: %s", names[i], job.namespace, result)
+                if isinstance(result, RejectedError):
+                    refused = refused or result
+                else:
+                    log.warning("creating %s in %s failed: %s", names[i], job.namespace, result)
+        if refused is not None:
+            old = self._refusal
+            since = old.since if old is not None and old.gang == plan.gang else datetime.now(UTC)
+            self._refusal = CreateFailure(gang=plan.gang, since=since, message=str(refused))
+            raise WorkersRefusedError(f"the API server refused worker pods: {refused}")
         if any(isinstance(r, BaseException) for r in results):
             raise RuntimeError(f"could not create every worker of {job.namespace}/{job.name}")
+        self._refusal = None
         return True
 
     def _forget_confirmed(self, pods: list[PodView]) -> None:
@@ -305,6 +329,10 @@ class JobWorker:
         await self.runtime.client.post_event(
             self.body, "Warning", "InvalidSpec", f"spec.{where}: {first['msg']}"
         )
+
+
+class WorkersRefusedError(Exception):
+    """Some workers were refused by the API server; the next pass reports it in the status."""
 
 
 def _resource_version(body: Mapping[str, Any]) -> int:

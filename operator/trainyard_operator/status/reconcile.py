@@ -57,6 +57,20 @@ class PodRef:
 
 
 @dataclass(frozen=True)
+class CreateFailure:
+    """The API server has refused to create this attempt's workers since `since`.
+
+    Pod Security, a ResourceQuota, an admission webhook or an invalid podTemplate: the
+    handlers keep trying (a quota may free up) and report the refusal here, so the job
+    says why it has no pods instead of sitting in Pending.
+    """
+
+    gang: int
+    since: datetime
+    message: str
+
+
+@dataclass(frozen=True)
 class Plan:
     """What reconcile decided: the next status and the actions that get there."""
 
@@ -134,11 +148,13 @@ def reconcile(
     pods: Sequence[PodView],
     now: datetime,
     progress: Progress | None = None,
+    create_failure: CreateFailure | None = None,
 ) -> Plan:
     """Decide the job's next status and actions from what is observed now.
 
     `pods` are the job's worker pods from every attempt (the caller filters by job name);
-    `progress` is a fresh reading of worker 0's metrics, or None when there is none.
+    `progress` is a fresh reading of worker 0's metrics, or None when there is none;
+    `create_failure` is the API server's refusal of the last pod creations, if any.
     """
     draft = _Draft(job=job, now=now, status=job.status.model_copy(deep=True))
     draft.status.observed_generation = job.generation
@@ -149,7 +165,7 @@ def reconcile(
     elif job.spec.suspend:
         _suspend(draft, pods)
     else:
-        _run(draft, pods)
+        _run(draft, pods, create_failure)
     # Every condition was re-evaluated against this generation, including the unchanged ones.
     for cond in draft.status.conditions:
         cond.observed_generation = job.generation
@@ -233,7 +249,9 @@ def _suspend(draft: _Draft, pods: Sequence[PodView]) -> None:
 # --- running --------------------------------------------------------------------------------
 
 
-def _run(draft: _Draft, pods: Sequence[PodView]) -> None:
+def _run(
+    draft: _Draft, pods: Sequence[PodView], create_failure: CreateFailure | None = None
+) -> None:
     job, status, now = draft.job, draft.status, draft.now
     policy = job.spec.run_policy
     workers = job.spec.workers
@@ -290,8 +308,17 @@ def _run(draft: _Draft, pods: Sequence[PodView]) -> None:
 
     deleting = {p.index for p in gang if p.deleting}
     draft.creates = [i for i in range(workers) if i not in current and i not in deleting]
-    if draft.creates and len(draft.creates) == workers:
+    refused = create_failure if create_failure and create_failure.gang == status.restarts else None
+    if draft.creates and refused:
+        if _refused(draft, pods, refused):
+            return
+    elif draft.creates and len(draft.creates) == workers:
         message = f"creating {workers} worker pods (attempt {status.restarts})"
+        draft.condition("Created", "True", "WorkersCreated", message)
+        draft.event("Normal", "WorkersCreated", message)
+    elif not draft.creates and _status_of(status.conditions, "Created") == "False":
+        # The refused workers were created after all (say the quota was raised).
+        message = f"all {workers} worker pods created (attempt {status.restarts})"
         draft.condition("Created", "True", "WorkersCreated", message)
         draft.event("Normal", "WorkersCreated", message)
 
@@ -305,7 +332,49 @@ def _run(draft: _Draft, pods: Sequence[PodView]) -> None:
         status.phase = "Restarting" if status.restarts > 0 else "Pending"
         running = sum(p.phase == "Running" for p in current.values())
         reason = "GangRestart" if status.restarts > 0 else "WorkersPending"
-        draft.condition("Running", "False", reason, f"{running} of {workers} running")
+        message = f"{running} of {workers} running"
+        if draft.creates and refused:
+            reason = "PodCreateFailed"
+            message = f"{message}; {_refusal_message(draft, refused)}"
+        draft.condition("Running", "False", reason, message)
+
+
+def _refused(draft: _Draft, pods: Sequence[PodView], failure: CreateFailure) -> bool:
+    """Workers the API server refuses to create: say so (Created=False), keep trying, and
+    fail after schedulingTimeoutSeconds like any other worker that cannot start. True when
+    the job failed."""
+    timeout = draft.job.spec.run_policy.scheduling_timeout_seconds
+    message = _refusal_message(draft, failure)
+    if draft.now >= failure.since + timedelta(seconds=timeout):
+        draft.creates = []
+        text = f"{message} (for schedulingTimeoutSeconds={timeout})"
+        _finish(draft, pods, "Failed", "PodCreateFailed", text)
+        return True
+    if _status_of(draft.job.status.conditions, "Created") != "False":
+        draft.event("Warning", "PodCreateFailed", message)
+    # A Created condition is there from the first pass (it is set as the workers are
+    # created), so it flips to False here; a job's very first refusal adds it.
+    draft.status.conditions = set_condition(
+        draft.status.conditions,
+        "Created",
+        "False",
+        "PodCreateFailed",
+        message,
+        now=draft.now,
+        generation=draft.job.generation,
+    )
+    draft.timer(failure.since + timedelta(seconds=timeout))
+    return False
+
+
+def _refusal_message(draft: _Draft, failure: CreateFailure) -> str:
+    missing = ", ".join(str(i) for i in draft.creates)
+    return f"the API server refused to create worker {missing}: {failure.message}"
+
+
+def _status_of(conditions: list[Condition], kind: str) -> str | None:
+    cond = get_condition(conditions, kind)
+    return cond.status if cond else None
 
 
 def _on_failure(draft: _Draft, pods: Sequence[PodView], pod: PodView) -> None:

@@ -1,0 +1,76 @@
+"""Workers the API server refuses to create (a ResourceQuota, Pod Security admission): the job
+says why it has no pods, keeps trying while the cause may go away, and fails with reason
+PodCreateFailed after schedulingTimeoutSeconds instead of sitting in Pending."""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes import client
+
+from integration.operator_fixtures import Jobs, condition, wait_for
+from trainyard_local.operator_process import OperatorProcess
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_quota_that_refuses_a_worker_is_reported_and_the_job_runs_once_it_is_raised(
+    operator: OperatorProcess, jobs: Jobs
+) -> None:
+    quota = client.V1ResourceQuota(
+        metadata=client.V1ObjectMeta(name="one-pod"),
+        spec=client.V1ResourceQuotaSpec(hard={"pods": "1"}),
+    )
+    jobs.core.create_namespaced_resource_quota(jobs.namespace, quota)
+    # Until the quota controller has counted usage, admission refuses every pod.
+    wait_for(
+        "the quota to be counted",
+        lambda: (jobs.core.read_namespaced_resource_quota("one-pod", jobs.namespace).status.used),
+    )
+    jobs.create("squeezed", workers=2, runPolicy={"schedulingTimeoutSeconds": 600})
+
+    def refused() -> dict[str, object] | None:
+        created = condition(jobs.status("squeezed"), "Created")
+        return created if created and created["reason"] == "PodCreateFailed" else None
+
+    created = wait_for("the refusal in the job's status", refused, 60)
+    assert created["status"] == "False"
+    # The two creations race for the one slot; the loser is named.
+    assert "refused to create worker 0:" in str(created["message"]) or (
+        "refused to create worker 1:" in str(created["message"])
+    )
+    assert "exceeded quota" in str(created["message"])
+    running = condition(jobs.status("squeezed"), "Running")
+    assert running is not None and running["reason"] == "PodCreateFailed"
+    assert jobs.status("squeezed")["phase"] == "Pending"
+    kind, _, message = jobs.wait_event("squeezed", "PodCreateFailed")
+    assert kind == "Warning" and "exceeded quota" in message
+    assert len(jobs.pods("squeezed")) == 1
+
+    jobs.core.delete_namespaced_resource_quota("one-pod", jobs.namespace)
+    # The operator retries with a backoff of at most a minute.
+    status = jobs.wait_phase("squeezed", "Running", timeout=120)
+    created = condition(status, "Created")
+    assert created is not None and created["status"] == "True"
+    assert len(jobs.pods("squeezed")) == 2
+    assert jobs.reasons("squeezed").count("PodCreateFailed") == 1
+
+
+def test_pods_refused_by_pod_security_fail_the_job_after_the_scheduling_timeout(
+    operator: OperatorProcess, jobs: Jobs
+) -> None:
+    jobs.core.patch_namespace(
+        jobs.namespace,
+        {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
+    )
+    jobs.create(
+        "on-host",
+        workers=2,
+        podTemplate={"spec": {"hostNetwork": True}},
+        runPolicy={"schedulingTimeoutSeconds": 3},
+    )
+    status = jobs.wait_phase("on-host", "Failed", timeout=90)
+    failed = condition(status, "Failed")
+    assert failed is not None and failed["reason"] == "PodCreateFailed"
+    assert "PodSecurity" in failed["message"] and "hostNetwork" in failed["message"]
+    assert jobs.pods("on-host") == []
+    jobs.wait_event("on-host", "PodCreateFailed")
