@@ -255,8 +255,9 @@ class RunPolicy(ApiModel):
     clean_pod_policy: Literal["All", "Running", "None"] = "Running"
     """Pods deleted when the job finishes: All, only those still Running, or None."""
     scheduling_timeout_seconds: Annotated[int, Field(ge=1)] = 600
-    """A worker unschedulable or failing to pull its image this long fails the job
-    (reasons Unschedulable, ImagePullFailed)."""
+    """A worker unschedulable, failing to pull its image or refused by the API server
+    (quota, Pod Security) this long fails the job (reasons Unschedulable, ImagePullFailed,
+    PodCreateFailed)."""
     progress_deadline_seconds: Annotated[int | None, Field(ge=1)] = None
     """No training progress this long while Running restarts the gang (hang watchdog)."""
 
