@@ -24,7 +24,7 @@ def test_a_quota_that_refuses_a_worker_is_reported_and_the_job_runs_once_it_is_r
     # Until the quota controller has counted usage, admission refuses every pod.
     wait_for(
         "the quota to be counted",
-        lambda: (jobs.core.read_namespaced_resource_quota("one-pod", jobs.namespace).status.used),
+        lambda: jobs.core.read_namespaced_resource_quota("one-pod", jobs.namespace).status.used,
     )
     jobs.create("squeezed", workers=2, runPolicy={"schedulingTimeoutSeconds": 600})
 
