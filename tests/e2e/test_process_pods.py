@@ -1,4 +1,5 @@
-"""A plain pod on the process agent gets what a kubelet would give it (no operator involved).
+"""A plain pod on the process agent gets what a kubelet would give it (no operator involved):
+config, secrets and its token in, and `kubectl logs` (read, follow, tail) out.
 
 The pod reads a ConfigMap key and a Secret key through its env, a ConfigMap volume, and its
 ServiceAccount's projected token (`kube-api-access-*`, added by the API server's admission),
@@ -9,13 +10,18 @@ its termination message shows each value arrived, and the token is a real one bo
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
 from kubernetes import client, config
 
 from e2e.stack import E2EStack
+from trainyard_local import binaries
 
 pytestmark = [pytest.mark.e2e]
 
@@ -122,3 +128,83 @@ def test_pod_gets_config_secrets_and_its_service_account_token(e2e_stack: E2ESta
         "user": f"system:serviceaccount:{namespace}:default",
         "bound_pod": ["sources"],
     }
+
+
+COUNTER = """
+import time
+for i in range(1, 6):
+    print("line", i, flush=True)
+    time.sleep(0.5)
+"""
+
+
+def test_kubectl_logs_reads_follows_and_tails_a_pod(e2e_stack: E2EStack) -> None:
+    stack = e2e_stack
+    namespace = stack.job_namespace
+
+    base = [str(binaries.binary("kubectl")), f"--kubeconfig={stack.kubeconfig}", "-n", namespace]
+
+    def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*base, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    pod = {
+        "metadata": {"name": "counter"},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "python:3.11-slim",
+                    "command": ["python", "-c", COUNTER],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+    api = config.new_client_from_config(config_file=str(stack.kubeconfig))  # type: ignore[no-untyped-call]
+    with api:
+        core = client.CoreV1Api(api)
+        core.create_namespaced_pod(namespace, pod)
+        deadline = time.monotonic() + 60
+        while core.read_namespaced_pod("counter", namespace).status.phase == "Pending":
+            assert time.monotonic() < deadline, "the pod never started"
+            time.sleep(0.2)
+        # -f follows the running container and returns once it has exited
+        followed = kubectl("logs", "-f", "counter")
+        assert followed.returncode == 0, followed.stderr
+        assert followed.stdout.splitlines() == [f"line {i}" for i in range(1, 6)]
+        assert core.read_namespaced_pod("counter", namespace).status.phase == "Succeeded"
+
+        tailed = kubectl("logs", "counter", "--tail=2")
+        assert tailed.stdout.splitlines() == ["line 4", "line 5"]
+        limited = kubectl("logs", "counter", "--limit-bytes=9")
+        assert limited.stdout == "line 1\nli"
+        previous = kubectl("logs", "counter", "--previous")
+        assert previous.returncode != 0 and "never restarted in place" in previous.stderr
+
+        # only the API server may ask the agent: the admin's own certificate is refused
+        node_port = core.read_node(
+            core.read_namespaced_pod("counter", namespace).spec.node_name
+        ).status.daemon_endpoints.kubelet_endpoint.port
+        pki = stack.cluster.pki
+        context = ssl.create_default_context(cafile=str(pki.ca_cert))
+        context.load_cert_chain(str(pki.client_cert("admin")), str(pki.client_key("admin")))
+        url = f"https://127.0.0.1:{node_port}/containerLogs/{namespace}/counter/main"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, context=context, timeout=10)
+        assert refused.value.code == 403
+        core.delete_namespaced_pod("counter", namespace)

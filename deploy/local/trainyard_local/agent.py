@@ -14,7 +14,8 @@ One agent process per cluster (`python -m trainyard_local.agent`, started by `cl
   (`runners.py`): `start` once, `poll` (in memory) every tick, `stop` on deletion;
 - patches pod status only when what the runner reports changed: phase, IPs, conditions and
   containerStatuses (waiting / running / terminated with exit code, reason and message);
-- removes pods marked for deletion at once (grace 0), after stopping them.
+- removes pods marked for deletion at once (grace 0), after stopping them;
+- serves `kubectl logs` for its pods (`log_server.py`) on the port its nodes advertise.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,8 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from trainyard_local import binaries, nodes
+from trainyard_local.log_server import LogServer, LogTarget
+from trainyard_local.pki import Pki
 from trainyard_local.runners import (
     RUNNERS,
     ContainerState,
@@ -244,6 +248,9 @@ class Agent:
         cluster: str,
         specs: list[nodes.NodeSpec],
         state_dir: Path,
+        *,
+        log_port: int = 0,
+        pki_dir: Path | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.runner_name = runner_name
@@ -262,6 +269,10 @@ class Agent:
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.stopping = threading.Event()
         self.kube_version = binaries.kube_version()
+        # kubectl logs: the API server calls this port on the node (0: no log server)
+        self.log_server = (
+            LogServer(log_port, Pki(pki_dir), self.log_target) if log_port and pki_dir else None
+        )
 
     def _core(self) -> client.CoreV1Api:
         # one ApiClient per caller thread: urllib3 pools are shared but request state is not
@@ -317,7 +328,11 @@ class Agent:
 
     def _send_node_status(self, core: client.CoreV1Api, spec: nodes.NodeSpec) -> None:
         status = nodes.node_status(
-            spec, runner=self.runner_name, now=_time(_now()), kube_version=self.kube_version
+            spec,
+            runner=self.runner_name,
+            now=_time(_now()),
+            kube_version=self.kube_version,
+            log_port=self.log_server.server_port if self.log_server else 0,
         )
         core.patch_node_status(
             spec.name, body={"status": status}, _content_type=MERGE_PATCH, _preload_content=False
@@ -565,10 +580,24 @@ class Agent:
                 record.finished = True
             log.info("pod %s/%s: %s", handle.namespace, handle.name, status["phase"])
 
+    def log_target(self, namespace: str, pod: str, container: str) -> LogTarget | None:
+        """Where a container of a pod on our nodes writes its output (for the log server)."""
+        for record in list(self.pods.values()):  # a copy: the main thread adds and removes
+            handle = record.handle
+            if handle.namespace != namespace or handle.name != pod:
+                continue
+            names = [c.get("name") for c in handle.pod.get("spec", {}).get("containers", [])]
+            if container not in names:
+                return None
+            return LogTarget(handle.work_dir / f"{container}.log", partial(_running, record))
+        return None
+
     # -- main loop -------------------------------------------------------------------------
 
     def run(self) -> None:
         core = self._core()
+        if self.log_server:
+            self.log_server.start()
         self._wait_for_api(core)
         self.register_nodes(core)
         threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True).start()
@@ -590,6 +619,8 @@ class Agent:
                 log.exception("reporting pod status failed")
         for uid in list(self.pods):
             self.forget(uid)
+        if self.log_server:
+            self.log_server.stop()
 
     def _wait_for_api(self, core: client.CoreV1Api) -> None:
         deadline = time.monotonic() + 120
@@ -601,6 +632,10 @@ class Agent:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+
+
+def _running(record: PodRecord) -> bool:
+    return not record.finished
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -616,13 +651,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpu-nodes", type=int, default=1)
     parser.add_argument("--gpus-per-node", type=int, default=8)
     parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--log-port", type=int, default=0, help="serve `kubectl logs` here")
+    parser.add_argument("--pki-dir", type=Path, help="the cluster's certificates (log server)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         specs = nodes.plan_nodes(args.cluster, args.cpu_nodes, args.gpu_nodes, args.gpus_per_node)
     except ValueError as error:
         parser.error(str(error))
-    agent = Agent(args.kubeconfig, args.runner, args.cluster, specs, args.state_dir)
+    agent = Agent(
+        args.kubeconfig,
+        args.runner,
+        args.cluster,
+        specs,
+        args.state_dir,
+        log_port=args.log_port,
+        pki_dir=args.pki_dir,
+    )
     signal.signal(signal.SIGTERM, lambda _sig, _frame: agent.stopping.set())
     signal.signal(signal.SIGINT, lambda _sig, _frame: agent.stopping.set())
     agent.run()

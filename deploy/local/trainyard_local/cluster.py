@@ -38,6 +38,8 @@ from trainyard_local.runners import check_runner_name
 
 #: Whole start-ups tried before giving up (see start()).
 START_ATTEMPTS = 3
+#: etcd client and peer, kube-apiserver, kube-controller-manager, kube-scheduler, agent logs
+PORTS = 6
 
 #: Start order; stop runs it backwards.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "agent")
@@ -218,14 +220,14 @@ class LocalCluster:
                 if attempt == START_ATTEMPTS:
                     raise
                 self._progress(f"start attempt {attempt} failed ({error}); trying again")
-                ports = processes.free_ports(5)
+                ports = processes.free_ports(PORTS)
         self.startup_seconds = time.monotonic() - began
         record["startup_seconds"] = round(self.startup_seconds, 2)
         self._write_record(record)
         return True
 
     def _start_on(self, ports: list[int], bins: Path, pki: Pki) -> dict[str, Any]:
-        etcd_port, peer_port, api_port, kcm_port, sched_port = ports
+        etcd_port, peer_port, api_port, kcm_port, sched_port, agent_port = ports
         server = f"https://127.0.0.1:{api_port}"
         record: dict[str, Any] = {
             "name": self.name,
@@ -237,6 +239,7 @@ class LocalCluster:
                 "kube-apiserver": api_port,
                 "kube-controller-manager": kcm_port,
                 "kube-scheduler": sched_port,
+                "agent": agent_port,
             },
             "nodes": [spec.name for spec in self.node_specs],
             "agent": self.agent,
@@ -255,9 +258,9 @@ class LocalCluster:
         # Reuse the previous ports when they are free, so a restarted cluster keeps its URL
         # (and etcd its peer URL); otherwise take fresh ones.
         previous = self._record().get("last_ports") or []
-        if len(previous) == 5 and _ports_free(previous):
+        if len(previous) == PORTS and _ports_free(previous):
             return [int(p) for p in previous]
-        return processes.free_ports(5)
+        return processes.free_ports(PORTS)
 
     def _write_kubeconfigs(self, pki: Pki, server: str) -> None:
         write_cert_kubeconfig(
@@ -346,6 +349,13 @@ class LocalCluster:
                 # the `kubernetes` Endpoints may not hold a loopback address; nothing dials it
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
+                # `kubectl logs` goes through the API server to the node's kubelet endpoint:
+                # here the agent's log server, which asks for this client certificate and
+                # presents the shared serving certificate (checked against the CA)
+                f"--kubelet-client-certificate={pki.client_cert('kubelet-client')}",
+                f"--kubelet-client-key={pki.client_key('kubelet-client')}",
+                f"--kubelet-certificate-authority={pki.ca_cert}",
+                "--kubelet-preferred-address-types=InternalIP",
             ],
             api_bin,
             record,
@@ -404,6 +414,8 @@ class LocalCluster:
                 f"--gpu-nodes={self.gpu_nodes}",
                 f"--gpus-per-node={self.gpus_per_node}",
                 f"--state-dir={self.state_dir}",
+                f"--log-port={ports['agent']}",
+                f"--pki-dir={pki.root}",
             ],
             "trainyard_local.agent",
             record,

@@ -114,7 +114,9 @@ def node_manifest(spec: NodeSpec, *, cluster: str, runner: str) -> dict[str, Any
     }
 
 
-def node_status(spec: NodeSpec, *, runner: str, now: str, kube_version: str) -> dict[str, Any]:
+def node_status(
+    spec: NodeSpec, *, runner: str, now: str, kube_version: str, log_port: int = 0
+) -> dict[str, Any]:
     """The node's status: capacity = allocatable, Ready and the pressure conditions."""
 
     def condition(kind: str, status: str, reason: str, message: str) -> dict[str, str]:
@@ -140,7 +142,8 @@ def node_status(spec: NodeSpec, *, runner: str, now: str, kube_version: str) -> 
             {"type": "InternalIP", "address": NODE_IP},
             {"type": "Hostname", "address": spec.name},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        # where kube-apiserver fetches `kubectl logs`: the agent's log server
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": log_port}},
         "nodeInfo": {
             "machineID": "",
             "systemUUID": "",

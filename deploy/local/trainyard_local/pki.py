@@ -3,7 +3,9 @@
 One self-signed CA signs: the serving certificate every component presents on 127.0.0.1,
 the admin client certificate (O=system:masters, which bypasses RBAC: tests that check
 permissions must use a ServiceAccount token instead), and one client certificate per
-control-plane component under its well-known user name so the bootstrap RBAC roles apply.
+control-plane component under its well-known user name so the bootstrap RBAC roles apply,
+plus the client certificate kube-apiserver presents to the node agent's kubelet-style log
+endpoint (which accepts no other).
 A separate key pair signs ServiceAccount tokens. `cluster.py` calls `ensure_pki` once per
 state directory; existing files are reused so a restarted cluster keeps its identity.
 """
@@ -30,6 +32,8 @@ CLIENTS: dict[str, tuple[str, str | None]] = {
     "admin": ("trainyard-admin", "system:masters"),
     "controller-manager": ("system:kube-controller-manager", None),
     "scheduler": ("system:kube-scheduler", None),
+    # what kube-apiserver presents to the node agent's log endpoint (`kubectl logs`)
+    "kubelet-client": ("kube-apiserver-kubelet-client", None),
 }
 
 _VALIDITY = dt.timedelta(days=365)

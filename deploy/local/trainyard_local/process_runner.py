@@ -47,8 +47,8 @@ Mapping rules (also in deploy/local/README.md):
   `<pod dir>/<container>.termination-log`, read when the process exits (at most 4096
   bytes); with `terminationMessagePolicy: FallbackToLogsOnError` an empty file on a failed
   exit gives the log's last 80 lines (at most 2048 bytes), as a kubelet does.
-- Logs: stdout and stderr go to `<pod dir>/<container>.log`; `kubectl logs` cannot work (there
-  is no kubelet to serve it), so read the files. The pod dir is
+- Logs: stdout and stderr go to `<pod dir>/<container>.log`, which the agent's log server
+  (`log_server.py`) serves to `kubectl logs` through the API server. The pod dir is
   `<state dir>/pods/<namespace>_<pod>_<uid>/` and is kept after the pod is deleted.
   `<container>.pid` there holds the process id (its process group id too).
 - Stop: on pod deletion SIGTERM to the process group, SIGKILL after the pod's
