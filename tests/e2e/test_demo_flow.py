@@ -135,7 +135,14 @@ def test_demo_flow_trains_compresses_and_reports(e2e_stack: E2EStack) -> None:
     assert all(pod["status"]["phase"] == "Succeeded" for pod in pods)
     # `kubectl logs` reads the trainer's output through the API server, across both workers
     logs = kubectl(
-        stack, "logs", "-n", stack.job_namespace, "-l", f"trainyard.dev/job-name={name}", "--prefix"
+        stack,
+        "logs",
+        "-n",
+        stack.job_namespace,
+        "-l",
+        f"trainyard.dev/job-name={name}",
+        "--prefix",
+        "--tail=-1",  # with a selector kubectl asks for the last 10 lines only
     )
     assert f"[pod/{name}-worker-0/trainer] [train] epoch 10/10" in logs
     assert f"[pod/{name}-worker-1/trainer]" in logs
