@@ -51,6 +51,13 @@ with open(os.environ["MESSAGE"], "w") as out:
 """
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# What the restricted Pod Security profile of the job namespace asks of every pod.
+RESTRICTED_POD = {
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
 def test_pod_gets_config_secrets_and_its_service_account_token(e2e_stack: E2EStack) -> None:
@@ -70,11 +77,7 @@ def test_pod_gets_config_secrets_and_its_service_account_token(e2e_stack: E2ESta
             "metadata": {"name": "sources"},
             "spec": {
                 "restartPolicy": "Never",
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "runAsUser": 1000,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
+                "securityContext": RESTRICTED_POD,
                 "volumes": [{"name": "settings", "configMap": {"name": "settings"}}],
                 "containers": [
                     {
@@ -99,10 +102,7 @@ def test_pod_gets_config_secrets_and_its_service_account_token(e2e_stack: E2ESta
                             },
                         ],
                         "volumeMounts": [{"name": "settings", "mountPath": "/etc/settings"}],
-                        "securityContext": {
-                            "allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"]},
-                        },
+                        "securityContext": RESTRICTED_CONTAINER,
                     }
                 ],
             },
@@ -157,20 +157,13 @@ def test_kubectl_logs_reads_follows_and_tails_a_pod(e2e_stack: E2EStack) -> None
         "metadata": {"name": "counter"},
         "spec": {
             "restartPolicy": "Never",
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": 1000,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": RESTRICTED_POD,
             "containers": [
                 {
                     "name": "main",
                     "image": "python:3.11-slim",
                     "command": ["python", "-c", COUNTER],
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
+                    "securityContext": RESTRICTED_CONTAINER,
                 }
             ],
         },
