@@ -113,7 +113,7 @@ def ddp_vs_plain(ctx: DistContext, batch: int) -> None:
     plain = build_model("mlp", spec)
     loop = loop_for(ctx, bundle)
     wrapped = wrap(copy.deepcopy(plain), loop, "ddp")
-    plain_opt = torch.optim.Adam(plain.parameters(), lr=1e-3)
+    plain_opt = make_optimizer("adam", list(plain.parameters()), 1e-3)  # the same (fused) Adam
     opt = make_optimizer("adam", list(wrapped.parameters()), 1e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10_000)
     step_fn = classification_step(wrapped)
