@@ -112,13 +112,10 @@ class _Handler(BaseHTTPRequestHandler):
         self, target: LogTarget, tail_lines: int | None, limit: int | None, *, follow: bool
     ) -> None:
         remaining = limit if limit is not None else -1
-        offset = 0
-        data = target.path.read_bytes() if target.path.exists() else b""
+        data = _read_from(target.path, 0, size=-1)
+        offset = len(data)  # what follow continues from, whatever tail leaves out
         if tail_lines is not None:
             data = tail(data, tail_lines)
-            offset = target.path.stat().st_size if target.path.exists() else 0
-        else:
-            offset = len(data)
         remaining = self._send(data, remaining)
         while follow and remaining != 0 and not self.server.stopping.is_set():
             # the state is read before the file, so the output written just before the
@@ -159,11 +156,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def _read_from(path: Path, offset: int) -> bytes:
+def _read_from(path: Path, offset: int, size: int = CHUNK) -> bytes:
+    """Up to `size` bytes (-1: all) from offset; nothing when the file is not there (yet)."""
     try:
         with path.open("rb") as handle:
             handle.seek(offset)
-            return handle.read(CHUNK)
+            return handle.read(size)
     except FileNotFoundError:
         return b""
 
