@@ -41,7 +41,10 @@ def test_running_job_shows_conditions_and_printer_columns(
         assert cond is not None and cond["status"] == "True", status["conditions"]
         assert cond["observedGeneration"] == generation
     assert status["observedGeneration"] == generation
-    assert jobs.reasons("alive") == ["WorkersCreated"]
+    # one event per creation, and the note that its checkpoints would not survive a restart
+    assert sorted(jobs.reasons("alive")) == ["CheckpointsNotPersistent", "WorkersCreated"]
+    kind, _, message = jobs.wait_event("alive", "CheckpointsNotPersistent")
+    assert kind == "Normal" and "spec.output.volumeClaimName" in message
 
     table = kubectl("get", "tj", "-n", namespace)
     assert table.returncode == 0, table.stderr

@@ -74,8 +74,20 @@ def test_new_job_creates_every_worker_and_the_service() -> None:
     assert plan.status.start_time == "2026-01-01T12:00:00Z"
     assert cond(plan, "Created") == ("True", "WorkersCreated")
     assert cond(plan, "Running") == ("False", "WorkersPending")
-    assert reasons(plan) == ["WorkersCreated"]
+    # the defaults retry failed gangs but keep checkpoints on an emptyDir: say so, once
+    assert reasons(plan) == ["WorkersCreated", "CheckpointsNotPersistent"]
+    assert "spec.output.volumeClaimName" in plan.events[1].message
     assert plan.status.observed_generation == 1
+
+
+def test_no_checkpoint_note_when_a_restart_would_resume_or_never_happens() -> None:
+    for spec in (
+        {"output": {"volumeClaimName": "ckpt"}},
+        {"runPolicy": {"restartPolicy": "Never"}},
+        {"runPolicy": {"backoffLimit": 0}},
+        {"command": ["python", "train.py"]},  # a program of the user's: its storage is its own
+    ):
+        assert reasons(reconcile(make_job(**spec), [], T0)) == ["WorkersCreated"], spec
 
 
 def test_only_missing_workers_are_created() -> None:

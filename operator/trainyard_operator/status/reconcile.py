@@ -313,9 +313,12 @@ def _run(
         if _refused(draft, pods, refused):
             return
     elif draft.creates and len(draft.creates) == workers:
+        first = get_condition(job.status.conditions, "Created") is None
         message = f"creating {workers} worker pods (attempt {status.restarts})"
         draft.condition("Created", "True", "WorkersCreated", message)
         draft.event("Normal", "WorkersCreated", message)
+        if first:
+            _warn_if_checkpoints_are_lost_on_restart(draft)
     elif not draft.creates and _status_of(status.conditions, "Created") == "False":
         # The refused workers were created after all (say the quota was raised).
         message = f"all {workers} worker pods created (attempt {status.restarts})"
@@ -337,6 +340,23 @@ def _run(
             reason = "PodCreateFailed"
             message = f"{message}; {_refusal_message(draft, refused)}"
         draft.condition("Running", "False", reason, message)
+
+
+def _warn_if_checkpoints_are_lost_on_restart(draft: _Draft) -> None:
+    """Once, as a job first creates its workers: the built-in trainer's checkpoints on an
+    emptyDir go with the pods, so a gang restart would train from epoch 0 again."""
+    spec = draft.job.spec
+    policy = spec.run_policy
+    retries = policy.restart_policy != "Never" and policy.backoff_limit > 0
+    if spec.command or spec.output.volume_claim_name or not retries:
+        return
+    draft.event(
+        "Normal",
+        "CheckpointsNotPersistent",
+        "checkpoints go to an emptyDir (spec.output.volumeClaimName is empty), so a gang "
+        "restart trains from epoch 0 again; give the job a PersistentVolumeClaim to resume "
+        "from the latest checkpoint instead",
+    )
 
 
 def _refused(draft: _Draft, pods: Sequence[PodView], failure: CreateFailure) -> bool:
