@@ -202,6 +202,22 @@ def test_restart_policy_never_fails_at_once() -> None:
     assert cond(plan, "Failed") == ("True", "WorkerFailed")
 
 
+def test_a_crashed_workers_last_log_lines_end_up_in_the_message() -> None:
+    # FallbackToLogsOnError: the termination message is the log's tail, a traceback
+    traceback = "\n".join(
+        ["Traceback (most recent call last):"]
+        + [f'  File "/app/train.py", line {n}, in step' for n in range(40)]
+        + ["RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB", ""]
+    )
+    job = running_job(runPolicy={"restartPolicy": "Never"})
+    failed = pod(1, "Failed", exit_code=1, termination_message=traceback)
+    plan = reconcile(job, [pod(0), failed], T0)
+    message = get_condition(plan.status.conditions, "Failed").message  # type: ignore[union-attr]
+    assert message.startswith("worker 1 failed with exit code 1: …")
+    assert "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB" in message
+    assert len(message) < 400
+
+
 def test_exit_code_policy_fails_on_permanent_codes_and_retries_signals() -> None:
     job = running_job(runPolicy={"restartPolicy": "ExitCode"})
     plan = reconcile(job, [pod(0), pod(1, "Failed", exit_code=1)], T0)

@@ -405,7 +405,7 @@ def _on_failure(draft: _Draft, pods: Sequence[PodView], pod: PodView) -> None:
     if code is None:
         what = f"worker {pod.index} failed without an exit code (evicted or node lost)"
     if pod.termination_message:
-        what += f": {pod.termination_message.strip()[:200]}"
+        what += f": {_last_words(pod.termination_message)}"
     if policy.restart_policy == "Never":
         _finish(draft, pods, "Failed", "WorkerFailed", what + " (restartPolicy Never)")
     elif policy.restart_policy == "ExitCode" and code is not None and 1 <= code <= 127:
@@ -414,6 +414,17 @@ def _on_failure(draft: _Draft, pods: Sequence[PodView], pod: PodView) -> None:
         # OnFailure, or ExitCode with a retryable code (>= 128: killed by a signal, OOM,
         # preemption) or none at all (eviction, node loss).
         _gang_restart(draft, pods, "WorkerFailed", what)
+
+
+#: How much of a failed worker's termination message goes into the condition and event.
+LAST_WORDS_CHARS = 300
+
+
+def _last_words(message: str) -> str:
+    """The end of a termination message: with FallbackToLogsOnError it is the log's tail, and
+    the error a user needs (the exception line of a traceback) is at its end, not its start."""
+    text = " | ".join(line.strip() for line in message.strip().splitlines() if line.strip())
+    return text if len(text) <= LAST_WORDS_CHARS else "…" + text[-LAST_WORDS_CHARS:]
 
 
 def _gang_restart(draft: _Draft, pods: Sequence[PodView], cause: str, message: str) -> None:
