@@ -181,6 +181,12 @@ def test_kubectl_logs_reads_follows_and_tails_a_pod(e2e_stack: E2EStack) -> None
         assert followed.stdout.splitlines() == [f"line {i}" for i in range(1, 6)]
         assert core.read_namespaced_pod("counter", namespace).status.phase == "Succeeded"
 
+        # `kubectl describe pod` tells the container's story, as a kubelet's events would
+        described = kubectl("describe", "pod", "counter")
+        for reason in ("Scheduled", "Pulled", "Created", "Started"):
+            assert reason in described.stdout, described.stdout
+        assert "the process runner does not use images" in described.stdout
+
         tailed = kubectl("logs", "counter", "--tail=2")
         assert tailed.stdout.splitlines() == ["line 4", "line 5"]
         limited = kubectl("logs", "counter", "--limit-bytes=9")

@@ -170,6 +170,38 @@ def test_waiting_reason_keeps_the_pod_pending(api_client: client.ApiClient, name
     phase_is(core, namespace, "held", "Running")
 
 
+def pod_events(core: client.CoreV1Api, namespace: str, name: str) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the events on a pod, as `kubectl describe pod` lists them."""
+    items = core.list_namespaced_event(
+        namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}"
+    ).items
+    return [(e.type, e.reason, e.message or "") for e in items]
+
+
+def wait_events(
+    core: client.CoreV1Api, namespace: str, name: str, reasons: set[str]
+) -> list[tuple[str, str, str]]:
+    def probe() -> list[tuple[str, str, str]] | None:
+        found = pod_events(core, namespace, name)
+        return found if reasons <= {reason for _, reason, _ in found} else None
+
+    return wait_for(f"events {sorted(reasons)} on pod {name}", probe)
+
+
+def test_describe_pod_shows_the_container_starting_and_being_stopped(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_pod(namespace, fake_pod("storied"))
+    phase_is(core, namespace, "storied", "Running")
+    # the scheduler's event, then the agent's, as a kubelet records them
+    found = wait_events(core, namespace, "storied", {"Scheduled", "Pulled", "Created", "Started"})
+    assert ("Normal", "Started", "Started container main") in found
+    core.delete_namespaced_pod("storied", namespace)
+    found = wait_events(core, namespace, "storied", {"Killing"})
+    assert ("Normal", "Killing", "Stopping container main") in found
+
+
 def test_unresolvable_registry_gives_image_pull_errors(
     api_client: client.ApiClient, namespace: str
 ) -> None:
@@ -181,6 +213,11 @@ def test_unresolvable_registry_gives_image_pull_errors(
     pulling = reason_seen(core, created, "ErrImagePull")
     reason_seen(core, pulling, "ImagePullBackOff")
     assert core.read_namespaced_pod("pull", namespace).status.phase == "Pending"
+    found = wait_events(core, namespace, "pull", {"Failed", "BackOff"})
+    failed = [message for kind, reason, message in found if reason == "Failed"]
+    assert failed and "failed to pull image" in failed[0]
+    assert ("Warning", "Failed") in {(kind, reason) for kind, reason, _ in found}
+    assert "Started" not in {reason for _, reason, _ in found}
 
 
 def test_deleted_pod_is_removed_at_once(api_client: client.ApiClient, namespace: str) -> None:

@@ -15,6 +15,8 @@ One agent process per cluster (`python -m trainyard_local.agent`, started by `cl
 - patches pod status only when what the runner reports changed: phase, IPs, conditions and
   containerStatuses (waiting / running / terminated with exit code, reason and message);
 - removes pods marked for deletion at once (grace 0), after stopping them;
+- records kubelet-style events on its pods (`pod_events.py`: Pulled, Created, Started,
+  Failed, BackOff, Killing), so `kubectl describe pod` reads as on a real cluster;
 - serves `kubectl logs` for its pods (`log_server.py`) on the port its nodes advertise.
 """
 
@@ -43,6 +45,7 @@ from kubernetes.watch.watch import iter_resp_lines
 from trainyard_local import binaries, nodes
 from trainyard_local.log_server import LogServer, LogTarget
 from trainyard_local.pki import Pki
+from trainyard_local.pod_events import EventSender, container_events, killing_events
 from trainyard_local.runners import (
     RUNNERS,
     ContainerState,
@@ -269,6 +272,7 @@ class Agent:
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.stopping = threading.Event()
         self.kube_version = binaries.kube_version()
+        self.event_sender = EventSender(self._core)
         # kubectl logs: the API server calls this port on the node (0: no log server)
         self.log_server = (
             LogServer(log_port, Pki(pki_dir), self.log_target) if log_port and pki_dir else None
@@ -473,7 +477,11 @@ class Agent:
             # object at once, as a kubelet does once its containers are gone; a pod never
             # seen before is not started just to be stopped
             if uid in self.pods:
-                self.pods[uid].handle.pod = pod
+                going = self.pods[uid]
+                going.handle.pod = pod
+                if not going.finished:
+                    events = killing_events(going.reported)
+                    self.event_sender.send(pod, going.handle.node_name, events)
                 self.forget(uid)
             try:
                 core.delete_namespaced_pod(
@@ -575,6 +583,8 @@ class Agent:
                         error.reason,
                     )
                 continue
+            events = container_events(record.reported, status, self.runner_name)
+            self.event_sender.send(handle.pod, handle.node_name, events)
             record.reported = status
             if status["phase"] in ("Succeeded", "Failed"):
                 record.finished = True
@@ -598,6 +608,7 @@ class Agent:
         core = self._core()
         if self.log_server:
             self.log_server.start()
+        self.event_sender.start()
         self._wait_for_api(core)
         self.register_nodes(core)
         threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True).start()
@@ -621,6 +632,7 @@ class Agent:
             self.forget(uid)
         if self.log_server:
             self.log_server.stop()
+        self.event_sender.stop()
 
     def _wait_for_api(self, core: client.CoreV1Api) -> None:
         deadline = time.monotonic() + 120
