@@ -372,8 +372,8 @@ def _refused(draft: _Draft, pods: Sequence[PodView], failure: CreateFailure) -> 
         return True
     if _status_of(draft.job.status.conditions, "Created") != "False":
         draft.event("Warning", "PodCreateFailed", message)
-    # A Created condition is there from the first pass (it is set as the workers are
-    # created), so it flips to False here; a job's very first refusal adds it.
+    # Created=True was written as the creations were planned; the refusal flips it (and a
+    # later success flips it back, see _run).
     draft.status.conditions = set_condition(
         draft.status.conditions,
         "Created",
