@@ -247,7 +247,8 @@ def run(
         f"API requests per job: {total / jobs:.1f} "
         f"({', '.join(f'{v} {n / jobs:.1f}' for v, n in verbs.items())}); "
         f"minimum for the pods, Service, status and events: "
-        f"{workers} + 1 creates, a few status patches, 1 event"
+        f"{workers} + 1 creates, a few status patches, 2 events (WorkersCreated, and "
+        f"CheckpointsNotPersistent: these jobs keep checkpoints on an emptyDir)"
     )
     for label, values in (
         ("apply -> all pods created", created),
