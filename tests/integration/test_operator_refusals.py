@@ -1,6 +1,7 @@
-"""Workers the API server refuses to create (a ResourceQuota, Pod Security admission): the job
-says why it has no pods, keeps trying while the cause may go away, and fails with reason
-PodCreateFailed after schedulingTimeoutSeconds instead of sitting in Pending."""
+"""Workers (or their Service) the API server refuses to create (a ResourceQuota, Pod Security
+admission): the job says why it has no pods, keeps trying while the cause may go away, and
+fails with reason PodCreateFailed after schedulingTimeoutSeconds instead of sitting in
+Pending."""
 
 from __future__ import annotations
 
@@ -53,6 +54,34 @@ def test_a_quota_that_refuses_a_worker_is_reported_and_the_job_runs_once_it_is_r
     assert created is not None and created["status"] == "True"
     assert len(jobs.pods("squeezed")) == 2
     assert jobs.reasons("squeezed").count("PodCreateFailed") == 1
+
+
+def test_a_refused_service_is_reported_too_and_the_job_starts_once_allowed(
+    operator: OperatorProcess, jobs: Jobs
+) -> None:
+    quota = client.V1ResourceQuota(
+        metadata=client.V1ObjectMeta(name="no-services"),
+        spec=client.V1ResourceQuotaSpec(hard={"services": "0"}),
+    )
+    jobs.core.create_namespaced_resource_quota(jobs.namespace, quota)
+    wait_for(
+        "the quota to be counted",
+        lambda: jobs.core.read_namespaced_resource_quota("no-services", jobs.namespace).status.used,
+    )
+    jobs.create("serviceless", workers=2, runPolicy={"schedulingTimeoutSeconds": 600})
+
+    def refused() -> dict[str, object] | None:
+        created = condition(jobs.status("serviceless"), "Created")
+        return created if created and created["reason"] == "PodCreateFailed" else None
+
+    created = wait_for("the Service's refusal in the job's status", refused, 60)
+    assert "headless Service serviceless" in str(created["message"])
+    assert "exceeded quota" in str(created["message"])
+    assert jobs.pods("serviceless") == []  # workers wait for their Service (DNS of worker 0)
+
+    jobs.core.delete_namespaced_resource_quota("no-services", jobs.namespace)
+    jobs.wait_phase("serviceless", "Running", timeout=120)
+    assert len(jobs.pods("serviceless")) == 2
 
 
 def test_pods_refused_by_pod_security_fail_the_job_after_the_scheduling_timeout(

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -153,10 +153,10 @@ class JobWorker:
             log.info("ttlSecondsAfterFinished passed: deleting %s/%s", *self.key)
             await rt.client.delete_job(job.namespace, job.name, job.uid)
             return None
-        if plan.ensure_children and self._children_for != job.uid:
-            await self._ensure_children(job)
-        await self._delete(job, plan)
         try:
+            if plan.ensure_children and self._children_for != job.uid:
+                await self._ensure_children(job, plan.gang)
+            await self._delete(job, plan)
             created = await self._create(job, plan)
         except WorkersRefusedError:
             # The pass's events (PodCreateFailed among them) still go out; the retry follows.
@@ -199,13 +199,19 @@ class JobWorker:
             rt.metrics.set_progress(job.namespace, job.name, reading.percent, reading.loss)
         return reading
 
-    async def _ensure_children(self, job: TrainingJob) -> None:
+    async def _ensure_children(self, job: TrainingJob, attempt: int) -> None:
         rt = self.runtime
-        await rt.client.create_service(job.namespace, headless_service(job))
+        try:
+            await rt.client.create_service(job.namespace, headless_service(job))
+        except RejectedError as err:
+            self._note_refusal(attempt, err, what=f"the headless Service {job.name}")
         gang = job.spec.scheduling.gang
         if rt.pod_group_flavor and gang != "Disabled":
             body = pod_group(job, rt.pod_group_flavor)
-            await rt.client.create_pod_group(rt.pod_group_flavor, job.namespace, body)
+            try:
+                await rt.client.create_pod_group(rt.pod_group_flavor, job.namespace, body)
+            except RejectedError as err:
+                self._note_refusal(attempt, err, what=f"the PodGroup {job.name}")
         elif gang == "Enabled":
             await rt.client.post_event(
                 self.body,
@@ -256,14 +262,18 @@ class JobWorker:
                 else:
                     log.warning("creating %s in %s failed: %s", names[i], job.namespace, result)
         if refused is not None:
-            old = self._refusal
-            since = old.since if old is not None and old.gang == plan.gang else datetime.now(UTC)
-            self._refusal = CreateFailure(gang=plan.gang, since=since, message=str(refused))
-            raise WorkersRefusedError(f"the API server refused worker pods: {refused}")
+            self._note_refusal(plan.gang, refused, what="")
         if any(isinstance(r, BaseException) for r in results):
             raise RuntimeError(f"could not create every worker of {job.namespace}/{job.name}")
         self._refusal = None
         return True
+
+    def _note_refusal(self, attempt: int, err: RejectedError, *, what: str) -> NoReturn:
+        """Remember the refusal for the next pass (since the first one of this attempt)."""
+        old = self._refusal
+        since = old.since if old is not None and old.gang == attempt else datetime.now(UTC)
+        self._refusal = CreateFailure(gang=attempt, since=since, message=str(err), what=what)
+        raise WorkersRefusedError(f"the API server refused {what or 'worker pods'}: {err}")
 
     def _forget_confirmed(self, pods: list[PodView]) -> None:
         """Drop expectations the watch has confirmed (or that are too old to trust)."""

@@ -68,6 +68,9 @@ class CreateFailure:
     gang: int
     since: datetime
     message: str
+    what: str = ""
+    """What was refused when it was not the workers themselves (the headless Service, the
+    PodGroup): without it no worker is created."""
 
 
 @dataclass(frozen=True)
@@ -389,7 +392,8 @@ def _refused(draft: _Draft, pods: Sequence[PodView], failure: CreateFailure) -> 
 
 def _refusal_message(draft: _Draft, failure: CreateFailure) -> str:
     missing = ", ".join(str(i) for i in draft.creates)
-    return f"the API server refused to create worker {missing}: {failure.message}"
+    subject = f"{failure.what} (needed before the workers)" if failure.what else f"worker {missing}"
+    return f"the API server refused to create {subject}: {failure.message}"
 
 
 def _status_of(conditions: list[Condition], kind: str) -> str | None:
