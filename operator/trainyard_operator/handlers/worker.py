@@ -63,8 +63,9 @@ class JobWorker:
         self._last_read = 0.0
         self._timed_running = False
         self._invalid_generation: int | None = None
-        # The API server's refusal of this job's last pod creations (quota, Pod Security…),
-        # fed back into reconcile so the status says why the workers are missing.
+        # The API server's refusal of this job's last creations (workers, or the Service or
+        # PodGroup they need; quota, Pod Security…), fed back into reconcile so the status
+        # says why the workers are missing.
         self._refusal: CreateFailure | None = None
         self.task = asyncio.create_task(self._loop(), name=f"trainingjob {key[0]}/{key[1]}")
 
@@ -342,7 +343,7 @@ class JobWorker:
 
 
 class WorkersRefusedError(Exception):
-    """Some workers were refused by the API server; the next pass reports it in the status."""
+    """The API server refused workers (or their Service/PodGroup); the next pass reports it."""
 
 
 def _resource_version(body: Mapping[str, Any]) -> int:
