@@ -5,6 +5,8 @@ Pending."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from kubernetes import client
 
@@ -14,32 +16,41 @@ from trainyard_local.operator_process import OperatorProcess
 pytestmark = pytest.mark.integration
 
 
+def add_quota(jobs: Jobs, name: str, hard: dict[str, str]) -> None:
+    quota = client.V1ResourceQuota(
+        metadata=client.V1ObjectMeta(name=name), spec=client.V1ResourceQuotaSpec(hard=hard)
+    )
+    jobs.core.create_namespaced_resource_quota(jobs.namespace, quota)
+    # Until the quota controller has counted usage, admission refuses every object it covers.
+    wait_for(
+        "the quota to be counted",
+        lambda: jobs.core.read_namespaced_resource_quota(name, jobs.namespace).status.used,
+    )
+
+
+def wait_refused(jobs: Jobs, name: str) -> dict[str, Any]:
+    """The job's Created condition once it says PodCreateFailed."""
+
+    def refused() -> dict[str, Any] | None:
+        created = condition(jobs.status(name), "Created")
+        return created if created and created["reason"] == "PodCreateFailed" else None
+
+    found: dict[str, Any] = wait_for(f"the refusal in {name}'s status", refused, 60)
+    return found
+
+
 def test_a_quota_that_refuses_a_worker_is_reported_and_the_job_runs_once_it_is_raised(
     operator: OperatorProcess, jobs: Jobs
 ) -> None:
-    quota = client.V1ResourceQuota(
-        metadata=client.V1ObjectMeta(name="one-pod"),
-        spec=client.V1ResourceQuotaSpec(hard={"pods": "1"}),
-    )
-    jobs.core.create_namespaced_resource_quota(jobs.namespace, quota)
-    # Until the quota controller has counted usage, admission refuses every pod.
-    wait_for(
-        "the quota to be counted",
-        lambda: jobs.core.read_namespaced_resource_quota("one-pod", jobs.namespace).status.used,
-    )
+    add_quota(jobs, "one-pod", {"pods": "1"})
     jobs.create("squeezed", workers=2, runPolicy={"schedulingTimeoutSeconds": 600})
-
-    def refused() -> dict[str, object] | None:
-        created = condition(jobs.status("squeezed"), "Created")
-        return created if created and created["reason"] == "PodCreateFailed" else None
-
-    created = wait_for("the refusal in the job's status", refused, 60)
+    created = wait_refused(jobs, "squeezed")
     assert created["status"] == "False"
     # The two creations race for the one slot; the loser is named.
-    assert "refused to create worker 0:" in str(created["message"]) or (
-        "refused to create worker 1:" in str(created["message"])
+    assert "refused to create worker 0:" in created["message"] or (
+        "refused to create worker 1:" in created["message"]
     )
-    assert "exceeded quota" in str(created["message"])
+    assert "exceeded quota" in created["message"]
     running = condition(jobs.status("squeezed"), "Running")
     assert running is not None and running["reason"] == "PodCreateFailed"
     assert jobs.status("squeezed")["phase"] == "Pending"
@@ -59,24 +70,11 @@ def test_a_quota_that_refuses_a_worker_is_reported_and_the_job_runs_once_it_is_r
 def test_a_refused_service_is_reported_too_and_the_job_starts_once_allowed(
     operator: OperatorProcess, jobs: Jobs
 ) -> None:
-    quota = client.V1ResourceQuota(
-        metadata=client.V1ObjectMeta(name="no-services"),
-        spec=client.V1ResourceQuotaSpec(hard={"services": "0"}),
-    )
-    jobs.core.create_namespaced_resource_quota(jobs.namespace, quota)
-    wait_for(
-        "the quota to be counted",
-        lambda: jobs.core.read_namespaced_resource_quota("no-services", jobs.namespace).status.used,
-    )
+    add_quota(jobs, "no-services", {"services": "0"})
     jobs.create("serviceless", workers=2, runPolicy={"schedulingTimeoutSeconds": 600})
-
-    def refused() -> dict[str, object] | None:
-        created = condition(jobs.status("serviceless"), "Created")
-        return created if created and created["reason"] == "PodCreateFailed" else None
-
-    created = wait_for("the Service's refusal in the job's status", refused, 60)
-    assert "headless Service serviceless" in str(created["message"])
-    assert "exceeded quota" in str(created["message"])
+    created = wait_refused(jobs, "serviceless")
+    assert "headless Service serviceless" in created["message"]
+    assert "exceeded quota" in created["message"]
     assert jobs.pods("serviceless") == []  # workers wait for their Service (DNS of worker 0)
 
     jobs.core.delete_namespaced_resource_quota("no-services", jobs.namespace)
