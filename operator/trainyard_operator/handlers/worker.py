@@ -100,12 +100,12 @@ class JobWorker:
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise
-            except WorkersRefusedError as err:
-                log.warning("%s/%s: %s; retrying in %.0fs", *self.key, err, backoff)
-                delay = backoff
-                backoff = min(backoff * 2, 60.0)
-            except Exception:
-                log.exception("reconcile of %s/%s failed; retrying in %.0fs", *self.key, backoff)
+            except Exception as err:
+                key = self.key
+                if isinstance(err, WorkersRefusedError):  # expected: no traceback
+                    log.warning("%s/%s: %s; retrying in %.0fs", *key, err, backoff)
+                else:
+                    log.exception("reconcile of %s/%s failed; retrying in %.0fs", *key, backoff)
                 delay = backoff
                 backoff = min(backoff * 2, 60.0)
             finally:

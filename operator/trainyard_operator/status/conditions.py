@@ -22,10 +22,10 @@ def get_condition(conditions: list[Condition], kind: str) -> Condition | None:
     return next((c for c in conditions if c.type == kind), None)
 
 
-def is_true(conditions: list[Condition], kind: str) -> bool:
-    """Whether the condition of this type is present and True."""
+def status_of(conditions: list[Condition], kind: str) -> str | None:
+    """The status ("True", "False", "Unknown") of the condition of this type; None if absent."""
     cond = get_condition(conditions, kind)
-    return cond is not None and cond.status == "True"
+    return cond.status if cond else None
 
 
 def set_condition(

@@ -28,7 +28,7 @@ from trainyard_operator.api.status import (
     TrainingJobStatus,
     WorkerCounts,
 )
-from trainyard_operator.status.conditions import get_condition, set_condition
+from trainyard_operator.status.conditions import get_condition, set_condition, status_of
 from trainyard_operator.status.pods import PodView
 from trainyard_operator.status.readings import results_from_message
 from trainyard_operator.status.times import format_time, parse_time
@@ -322,7 +322,7 @@ def _run(
         draft.event("Normal", "WorkersCreated", message)
         if first:
             _warn_if_checkpoints_are_lost_on_restart(draft)
-    elif not draft.creates and _status_of(status.conditions, "Created") == "False":
+    elif not draft.creates and status_of(status.conditions, "Created") == "False":
         # The refused workers were created after all (say the quota was raised).
         message = f"all {workers} worker pods created (attempt {status.restarts})"
         draft.condition("Created", "True", "WorkersCreated", message)
@@ -373,19 +373,11 @@ def _refused(draft: _Draft, pods: Sequence[PodView], failure: CreateFailure) -> 
         text = f"{message} (for schedulingTimeoutSeconds={timeout})"
         _finish(draft, pods, "Failed", "PodCreateFailed", text)
         return True
-    if _status_of(draft.job.status.conditions, "Created") != "False":
+    if status_of(draft.job.status.conditions, "Created") != "False":
         draft.event("Warning", "PodCreateFailed", message)
     # Created=True was written as the creations were planned; the refusal flips it (and a
     # later success flips it back, see _run).
-    draft.status.conditions = set_condition(
-        draft.status.conditions,
-        "Created",
-        "False",
-        "PodCreateFailed",
-        message,
-        now=draft.now,
-        generation=draft.job.generation,
-    )
+    draft.condition("Created", "False", "PodCreateFailed", message)
     draft.timer(failure.since + timedelta(seconds=timeout))
     return False
 
@@ -394,11 +386,6 @@ def _refusal_message(draft: _Draft, failure: CreateFailure) -> str:
     missing = ", ".join(str(i) for i in draft.creates)
     subject = f"{failure.what} (needed before the workers)" if failure.what else f"worker {missing}"
     return f"the API server refused to create {subject}: {failure.message}"
-
-
-def _status_of(conditions: list[Condition], kind: str) -> str | None:
-    cond = get_condition(conditions, kind)
-    return cond.status if cond else None
 
 
 def _on_failure(draft: _Draft, pods: Sequence[PodView], pod: PodView) -> None:
