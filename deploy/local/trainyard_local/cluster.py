@@ -174,7 +174,9 @@ class LocalCluster:
 
     def status(self) -> dict[str, bool]:
         """component -> running, for every component recorded in pids.json."""
-        return {t.component: processes.is_running(t) for t in self._tracked()}
+        return {
+            t.component: processes.is_running(t, self._popens.get(t.pid)) for t in self._tracked()
+        }
 
     def is_up(self) -> bool:
         state = self.status()
@@ -466,7 +468,7 @@ class LocalCluster:
         deadline = time.monotonic() + self.ready_timeout
         delay = 0.05
         while not probe():
-            if not processes.is_running(tracked):
+            if not processes.is_running(tracked, self._popens.get(tracked.pid)):
                 raise ClusterStartError(
                     f"{component} exited during start-up; last lines of "
                     f"{self.log_path(component)}:\n{processes.log_tail(self.log_path(component))}"
@@ -495,8 +497,10 @@ class LocalCluster:
         for item in sorted(tracked, key=lambda t: -order.get(t.component, -1)):
             if processes.stop(item, popen=self._popens.pop(item.pid, None)):
                 stopped.append(item.component)
-        for popen in self._popens.values():  # started but never recorded: reap anyway
-            popen.poll()
+        for popen in self._popens.values():  # started but never recorded: stop and reap anyway
+            if popen.poll() is None:
+                popen.kill()
+                popen.wait()
         self._popens.clear()
         if record:
             record["processes"] = []

@@ -85,21 +85,38 @@ def spawn(
         )
 
 
+# how often an empty /proc/<pid>/cmdline is read again (20 ms apart) before giving up on it
+EMPTY_CMDLINE_READS = 50
+
+
 def _cmdline(pid: int) -> str | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # a zombie has exited already; it only waits for its parent to reap it
-    state = stat.rsplit(")", 1)[-1].split()[0]
-    if state in ("Z", "X"):
-        return None
-    return raw.replace(b"\0", b" ").decode(errors="replace")
+    # While a process is inside execve (setpriv exec'ing the component, or a large binary
+    # being loaded on a busy machine) /proc/<pid>/cmdline reads empty for a moment: read again
+    # rather than take a live component for a dead one.
+    for _ in range(EMPTY_CMDLINE_READS):
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            return None
+        # a zombie has exited already; it only waits for its parent to reap it
+        state = stat.rsplit(")", 1)[-1].split()[0]
+        if state in ("Z", "X"):
+            return None
+        if raw:
+            return raw.replace(b"\0", b" ").decode(errors="replace")
+        time.sleep(0.02)
+    return ""
 
 
-def is_running(tracked: Tracked) -> bool:
-    """True when the pid is alive and still runs the process we started."""
+def is_running(tracked: Tracked, popen: subprocess.Popen[bytes] | None = None) -> bool:
+    """True when the pid is alive and still runs the process we started.
+
+    `popen` is the handle when this process started it: its exit status is then the answer
+    (the pid cannot have been reused while we have not reaped it).
+    """
+    if popen is not None:
+        return popen.poll() is None
     cmdline = _cmdline(tracked.pid)
     return cmdline is not None and tracked.match in cmdline
 
@@ -114,17 +131,13 @@ def stop(
 
     `popen` is the handle when this process started it, so that it is reaped (no zombie).
     """
-    if not is_running(tracked):
-        if popen is not None:
-            popen.poll()
+    if not is_running(tracked, popen):
         return False
     with contextlib.suppress(ProcessLookupError):
         os.kill(tracked.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
     while time.monotonic() < deadline:
-        if popen is not None and popen.poll() is not None:
-            return True
-        if not is_running(tracked):
+        if not is_running(tracked, popen):
             break
         time.sleep(0.05)
     else:
