@@ -5,6 +5,9 @@ Pending."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +15,7 @@ from kubernetes import client
 
 from integration.operator_fixtures import Jobs, condition, wait_for
 from trainyard_local.operator_process import OperatorProcess
+from trainyard_operator.status.times import parse_time
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +105,37 @@ def test_pods_refused_by_pod_security_fail_the_job_after_the_scheduling_timeout(
     assert "PodSecurity" in failed["message"] and "hostNetwork" in failed["message"]
     assert jobs.pods("on-host") == []
     jobs.wait_event("on-host", "PodCreateFailed")
+
+
+def test_a_restarted_operator_keeps_counting_from_the_first_refusal(
+    operator_factory: Callable[[], OperatorProcess], jobs: Jobs
+) -> None:
+    jobs.core.patch_namespace(
+        jobs.namespace,
+        {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
+    )
+    first = operator_factory()
+    timeout = 20
+    jobs.create(
+        "remembered",
+        workers=2,
+        podTemplate={"spec": {"hostNetwork": True}},
+        runPolicy={"schedulingTimeoutSeconds": timeout},
+    )
+    refused_at = parse_time(wait_refused(jobs, "remembered")["lastTransitionTime"])
+    first.kill()
+    time.sleep(10)  # half the timeout passes while no operator runs
+    restarted_at = datetime.now(UTC)
+    operator_factory()
+
+    status = jobs.wait_phase("remembered", "Failed", timeout=90)
+    failed = condition(status, "Failed")
+    assert failed is not None and failed["reason"] == "PodCreateFailed"
+    failed_at = parse_time(failed["lastTransitionTime"])
+    # Counted from the refusal the status recorded, not from the restarted operator's first
+    # try (which would fail the job no earlier than restarted_at + timeout).
+    assert failed_at >= refused_at + timedelta(seconds=timeout)
+    assert failed_at < restarted_at + timedelta(seconds=timeout)
+    # One event for the refusal and one for the failure: the retry after the restart did not
+    # take the refusal for a new one.
+    assert jobs.reasons("remembered").count("PodCreateFailed") == 2

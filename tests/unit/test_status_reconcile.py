@@ -359,6 +359,25 @@ def test_workers_refused_past_the_scheduling_timeout_fail_the_job() -> None:
     assert [p.name for p in plan.delete_pods] == ["j-worker-0"]  # cleanPodPolicy Running
 
 
+def test_a_restarted_operator_counts_the_timeout_from_the_first_refusal() -> None:
+    spec = {"runPolicy": {"schedulingTimeoutSeconds": 60}}
+    job = step(make_job(**spec), reconcile(make_job(**spec), [], T0))
+    refusal = CreateFailure(gang=0, since=T0, message=QUOTA)
+    job = step(job, reconcile(job, [], T0 + timedelta(seconds=1), create_failure=refusal))
+    # The operator restarts at T0+50 and has forgotten the refusal: it tries again, without
+    # claiming the workers were created and without a second event.
+    retry = reconcile(job, [], T0 + timedelta(seconds=50))
+    assert retry.create_workers == (0, 1)
+    assert cond(retry, "Created") == ("False", "PodCreateFailed")
+    assert reasons(retry) == []
+    # Refused again: its own memory starts at T0+50, the status says T0+1.
+    again = CreateFailure(gang=0, since=T0 + timedelta(seconds=50), message=QUOTA)
+    waiting = reconcile(job, [], T0 + timedelta(seconds=52), create_failure=again)
+    assert waiting.status.phase == "Pending" and waiting.requeue_after == 9
+    failed = reconcile(job, [], T0 + timedelta(seconds=61), create_failure=again)
+    assert cond(failed, "Failed") == ("True", "PodCreateFailed")
+
+
 def test_a_refusal_of_another_attempt_does_not_count() -> None:
     job = step(make_job(), reconcile(make_job(), [], T0))
     other = CreateFailure(gang=1, since=T0, message=QUOTA)

@@ -315,7 +315,7 @@ def _run(
     if draft.creates and refused:
         if _refused(draft, pods, refused):
             return
-    elif draft.creates and len(draft.creates) == workers:
+    elif draft.creates and len(draft.creates) == workers and _refused_since(job) is None:
         first = get_condition(job.status.conditions, "Created") is None
         message = f"creating {workers} worker pods (attempt {status.restarts})"
         draft.condition("Created", "True", "WorkersCreated", message)
@@ -368,7 +368,10 @@ def _refused(draft: _Draft, pods: Sequence[PodView], failure: CreateFailure) -> 
     the job failed."""
     timeout = draft.job.spec.run_policy.scheduling_timeout_seconds
     message = _refusal_message(draft, failure)
-    if draft.now >= failure.since + timedelta(seconds=timeout):
+    # The status remembers the first refusal: a restarted operator, whose memory of it starts
+    # again at its own first try, keeps counting from there.
+    since = min(failure.since, _refused_since(draft.job) or failure.since)
+    if draft.now >= since + timedelta(seconds=timeout):
         draft.creates = []
         text = f"{message} (for schedulingTimeoutSeconds={timeout})"
         _finish(draft, pods, "Failed", "PodCreateFailed", text)
@@ -378,8 +381,20 @@ def _refused(draft: _Draft, pods: Sequence[PodView], failure: CreateFailure) -> 
     # Created=True was written as the creations were planned; the refusal flips it (and a
     # later success flips it back, see _run).
     draft.condition("Created", "False", "PodCreateFailed", message)
-    draft.timer(failure.since + timedelta(seconds=timeout))
+    draft.timer(since + timedelta(seconds=timeout))
     return False
+
+
+def _refused_since(job: TrainingJob) -> datetime | None:
+    """Since when the API server has refused this job's creations, as its status says.
+
+    While it does, Created stays False (a retry does not flip it to True before the pods
+    exist), so the condition's lastTransitionTime is the first refusal.
+    """
+    created = get_condition(job.status.conditions, "Created")
+    if created is None or created.status != "False" or created.reason != "PodCreateFailed":
+        return None
+    return parse_time(created.last_transition_time)
 
 
 def _refusal_message(draft: _Draft, failure: CreateFailure) -> str:
