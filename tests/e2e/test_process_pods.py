@@ -10,6 +10,7 @@ its termination message shows each value arrived, and the token is a real one bo
 from __future__ import annotations
 
 import json
+import math
 import ssl
 import subprocess
 import time
@@ -21,6 +22,7 @@ from kubernetes import client, config
 
 from e2e.stack import E2EStack
 from trainyard_local import binaries
+from trainyard_local.container_log import parse_stamp, stamp
 
 pytestmark = [pytest.mark.e2e]
 
@@ -191,6 +193,19 @@ def test_kubectl_logs_reads_follows_and_tails_a_pod(e2e_stack: E2EStack) -> None
         assert tailed.stdout.splitlines() == ["line 4", "line 5"]
         limited = kubectl("logs", "counter", "--limit-bytes=9")
         assert limited.stdout == "line 1\nli"
+        # each line carries the time it was written, 0.5 s apart in the program
+        stamped = kubectl("logs", "counter", "--timestamps").stdout.splitlines()
+        assert [line.split(" ", 1)[1] for line in stamped] == [f"line {i}" for i in range(1, 6)]
+        times = [parse_stamp(line.split(" ", 1)[0]) for line in stamped]
+        assert times == sorted(times) and times[-1] - times[0] >= 1.5
+        assert kubectl("logs", "counter", "--since=1h", "--timestamps", "--tail=1").stdout == (
+            stamped[-1] + "\n"
+        )
+        # sinceTime has whole seconds on the wire: from the second after line 3's
+        cutoff = math.ceil(times[2])
+        since = kubectl("logs", "counter", f"--since-time={stamp(cutoff * 10**9)}")
+        expected = [f"line {i + 1}" for i, t in enumerate(times) if t >= cutoff]
+        assert since.stdout.splitlines() == expected and 0 < len(expected) < 3
         previous = kubectl("logs", "counter", "--previous")
         assert previous.returncode != 0 and "never restarted in place" in previous.stderr
 

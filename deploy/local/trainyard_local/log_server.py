@@ -7,10 +7,13 @@ agent reports its own port there and serves the files the process runner writes
 (`<pod dir>/<container>.log`, stdout and stderr together).
 
 What it honours: `follow` (streams until the pod has finished, then ends as a kubelet does
-when the container exits), `tailLines`, `limitBytes`. What it does not: `timestamps`,
-`sinceSeconds` and `sinceTime` are ignored (the runner keeps no per-line times), and
-`previous` is answered 400 because containers here are never restarted in place (a gang
-restart makes new pods). Pods of the fake runner have no output: their logs are empty.
+when the container exits), `tailLines`, `limitBytes`, and — from the per-line arrival times
+the runner keeps (`container_log.py`) — `timestamps` (each line prefixed with its RFC 3339
+time and a space) and `sinceSeconds` / `sinceTime` (lines that arrived at or after it;
+`tailLines` counts among those). With either of the last two only whole lines are sent, a
+line still being written once it ends. `previous` is answered 400 because containers here
+are never restarted in place (a gang restart makes new pods). Pods of the fake runner have
+no output: their logs are empty.
 
 Only kube-apiserver may ask: TLS with the cluster's serving certificate, and a client
 certificate signed by the cluster CA whose common name is the API server's kubelet client
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from trainyard_local.container_log import parse_stamp, timed_lines
 from trainyard_local.pki import CLIENTS, Pki
 
 log = logging.getLogger("trainyard_local.log_server")
@@ -98,19 +102,26 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             tail_lines = int(query["tailLines"]) if "tailLines" in query else None
             limit = int(query["limitBytes"]) if "limitBytes" in query else None
+            since = _since(query)
         except ValueError as error:
             self._error(400, f"bad query parameter: {error}")
             return
+        follow = query.get("follow") == "true"
+        timestamps = query.get("timestamps") == "true"
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.end_headers()
         # the reader may go away (kubectl interrupted): nothing to do then
         with contextlib.suppress(BrokenPipeError, ConnectionResetError, ssl.SSLError):
-            self._stream(target, tail_lines, limit, follow=query.get("follow") == "true")
+            if timestamps or since is not None:
+                self._stream_lines(target, tail_lines, limit, since, timestamps, follow=follow)
+            else:
+                self._stream(target, tail_lines, limit, follow=follow)
 
     def _stream(
         self, target: LogTarget, tail_lines: int | None, limit: int | None, *, follow: bool
     ) -> None:
+        """The log's bytes as written (a line still being written is sent as it comes)."""
         remaining = limit if limit is not None else -1
         data = _read_from(target.path, 0, size=-1)
         offset = len(data)  # what follow continues from, whatever tail leaves out
@@ -125,6 +136,40 @@ class _Handler(BaseHTTPRequestHandler):
             offset += len(chunk)
             remaining = self._send(chunk, remaining)
             if not chunk:
+                if not alive:
+                    return
+                time.sleep(FOLLOW_POLL_SECONDS)
+
+    def _stream_lines(
+        self,
+        target: LogTarget,
+        tail_lines: int | None,
+        limit: int | None,
+        since: float | None,
+        timestamps: bool,
+        *,
+        follow: bool,
+    ) -> None:
+        """Whole lines with their arrival times: filtered by `since`, stamped if asked."""
+
+        def kept(lines: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+            return [(w, line) for w, line in lines if since is None or parse_stamp(w) >= since]
+
+        def render(lines: list[tuple[str, bytes]]) -> bytes:
+            return b"".join((f"{w} ".encode() if timestamps else b"") + line for w, line in lines)
+
+        remaining = limit if limit is not None else -1
+        alive = target.running()
+        lines, offset, row = timed_lines(target.path, ended=not alive)
+        lines = kept(lines)
+        if tail_lines is not None:
+            lines = lines[-tail_lines:] if tail_lines > 0 else []
+        remaining = self._send(render(lines), remaining)
+        while follow and remaining != 0 and not self.server.stopping.is_set():
+            alive = target.running()  # before the read, as in _stream
+            lines, offset, row = timed_lines(target.path, offset, row, ended=not alive)
+            remaining = self._send(render(kept(lines)), remaining)
+            if not lines:
                 if not alive:
                     return
                 time.sleep(FOLLOW_POLL_SECONDS)
@@ -154,6 +199,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+def _since(query: dict[str, str]) -> float | None:
+    """The earliest line time asked for (sinceSeconds or sinceTime), in epoch seconds."""
+    if "sinceSeconds" in query:
+        return time.time() - int(query["sinceSeconds"])
+    if "sinceTime" in query:
+        return parse_stamp(query["sinceTime"])
+    return None
 
 
 def _read_from(path: Path, offset: int, size: int = CHUNK) -> bytes:

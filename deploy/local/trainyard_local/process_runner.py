@@ -47,8 +47,9 @@ Mapping rules (also in deploy/local/README.md):
   `<pod dir>/<container>.termination-log`, read when the process exits (at most 4096
   bytes); with `terminationMessagePolicy: FallbackToLogsOnError` an empty file on a failed
   exit gives the log's last 80 lines (at most 2048 bytes), as a kubelet does.
-- Logs: stdout and stderr go to `<pod dir>/<container>.log`, which the agent's log server
-  (`log_server.py`) serves to `kubectl logs` through the API server. The pod dir is
+- Logs: stdout and stderr go through a pipe to `<pod dir>/<container>.log`, with the time
+  each line arrived in `<container>.log.times` (`container_log.py`), which the agent's log
+  server (`log_server.py`) serves to `kubectl logs` through the API server. The pod dir is
   `<state dir>/pods/<namespace>_<pod>_<uid>/` and is kept after the pod is deleted.
   `<container>.pid` there holds the process id (its process group id too).
 - Stop: on pod deletion SIGTERM to the process group, SIGKILL after the pod's
@@ -77,6 +78,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainyard_local import container_log
 from trainyard_local.pod_sources import ConfigError, PodSources, field_ref
 from trainyard_local.runners import ContainerState, Observation, PodHandle, RunnerOptions
 
@@ -90,6 +92,8 @@ MESSAGE_LIMIT = 4096
 FALLBACK_LINES = 80
 FALLBACK_BYTES = 2048
 DEFAULT_GRACE_SECONDS = 30.0
+#: How long an exited container's output may take to reach its log before it is read.
+PUMP_DRAIN_SECONDS = 5.0
 
 _POD_DNS = re.compile(
     r"^(?P<pod>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?P<svc>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\."
@@ -183,6 +187,7 @@ class Process:
     started_at: dt.datetime
     final: ContainerState | None = None
     error: ContainerState | None = None
+    pump: threading.Thread | None = None
 
 
 @dataclass
@@ -413,16 +418,24 @@ class ProcessRunner:
 
     def _launch(self, pod: PodHandle, name: str, plan: LaunchPlan) -> Process:
         plan.termination_path.write_bytes(b"")
-        with plan.log_path.open("ab") as log_file:
-            popen = subprocess.Popen(
-                tied_to_agent(plan.argv),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=plan.env,
-                cwd=plan.cwd,
-                start_new_session=True,  # its own process group: stop() signals the whole tree
-            )
+        popen = subprocess.Popen(
+            tied_to_agent(plan.argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=plan.env,
+            cwd=plan.cwd,
+            start_new_session=True,  # its own process group: stop() signals the whole tree
+        )
+        assert popen.stdout is not None
+        # a runtime's job: copy the output into the log, stamping each line's arrival
+        pump = threading.Thread(
+            target=container_log.pump,
+            args=(popen.stdout, plan.log_path),
+            name=f"log-{pod.name}-{name}",
+            daemon=True,
+        )
+        pump.start()
         (pod.work_dir / f"{name}.pid").write_text(f"{popen.pid}\n")
         log.info(
             "pod %s/%s container %s: pid %d, log %s",
@@ -439,6 +452,7 @@ class ProcessRunner:
             plan.termination_path,
             plan.fallback_to_logs,
             _now(),
+            pump=pump,
         )
 
     def _state(self, process: Process) -> ContainerState:
@@ -451,6 +465,10 @@ class ProcessRunner:
         if returncode is None:
             return ContainerState("running", started_at=process.started_at)
         code = exit_code_of(returncode)
+        if process.pump is not None:
+            # the last words may still be in the pipe (a child that keeps it open past the
+            # leader's exit only delays this)
+            process.pump.join(timeout=PUMP_DRAIN_SECONDS)
         process.final = ContainerState(
             "terminated",
             reason="Completed" if code == 0 else "Error",
