@@ -13,28 +13,30 @@ from trainyard_local import container_log
 def test_lines_get_their_arrival_time_and_a_partial_line_waits(tmp_path: Path) -> None:
     log = tmp_path / "main.log"
     read, write = os.pipe()
-    with os.fdopen(read, "rb", buffering=0) as source:
-        pump = threading.Thread(target=container_log.pump, args=(source, log))
-        pump.start()
+    source = os.fdopen(read, "rb", buffering=0)
+    pump = threading.Thread(target=container_log.pump, args=(source, log), daemon=True)
+    pump.start()
+    try:
         os.write(write, b"first\n")
         time.sleep(0.3)
-        os.write(write, b"second\nthird without newline")
+        os.write(write, b"second\rstill second\nthird without newline")
         deadline = time.monotonic() + 10
         while b"third" not in (log.read_bytes() if log.exists() else b""):
             assert time.monotonic() < deadline
             time.sleep(0.01)
 
         lines, offset, row = container_log.timed_lines(log)
-        assert [line for _, line in lines] == [b"first\n", b"second\n"]
+        # a "\r" (a progress bar redrawing its line) does not end a line
+        assert [line for _, line in lines] == [b"first\n", b"second\rstill second\n"]
         first, second = (container_log.parse_stamp(when) for when, _ in lines)
         assert 0.25 <= second - first < 60  # the sleep between the two writes
-
+    finally:
         os.close(write)
         pump.join(timeout=10)
     # The output ended: the last line comes, with a time of its own, and nothing twice.
     rest, _, _ = container_log.timed_lines(log, offset, row, ended=True)
     assert [line for _, line in rest] == [b"third without newline"]
-    assert log.read_bytes() == b"first\nsecond\nthird without newline"
+    assert log.read_bytes() == b"first\nsecond\rstill second\nthird without newline"
 
 
 def test_times_are_rfc3339_with_nanoseconds_and_read_back() -> None:

@@ -96,8 +96,11 @@ def timed_lines(
             stamps = handle.read().decode().splitlines()
     except FileNotFoundError:
         return [], offset, row
+    # only "\n" ends a line, as for the pump: a progress bar's "\r" does not
+    parts = data.split(b"\n")
+    lines = [part + b"\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
     out: list[tuple[str, bytes]] = []
-    for line, when in zip(data.splitlines(keepends=True), stamps, strict=False):
+    for line, when in zip(lines, stamps, strict=False):
         if not line.endswith(b"\n") and not ended:
             break
         out.append((when, line))
