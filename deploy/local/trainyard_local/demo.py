@@ -319,11 +319,11 @@ DEMO_QUERIES = (
     ("jobs by phase (operator)", 'trainyard_jobs{namespace="%s"} > 0'),
     ("jobs succeeded (operator)", 'trainyard_jobs_succeeded_total{namespace="%s"}'),
     (
-        "last evaluation accuracy (trainer)",
+        "accuracy at the last scrape (trainer)",
         'max by (pod) (last_over_time(trainyard_trainer_accuracy{namespace="%s"}[30m]))',
     ),
     (
-        "optimizer steps per worker (trainer)",
+        "steps at the last scrape (trainer)",
         'max by (pod) (last_over_time(trainyard_trainer_steps_total{namespace="%s"}[30m]))',
     ),
 )
