@@ -6,6 +6,7 @@ terminates it now)."""
 from __future__ import annotations
 
 import pytest
+from kubernetes import client
 
 from integration.operator_fixtures import Jobs, condition
 from trainyard_local.operator_process import OperatorProcess
@@ -75,3 +76,28 @@ def test_exit_code_policy_retries_exit_137(operator: OperatorProcess, jobs: Jobs
     jobs.wait_pods("signal", 2, restart=1)
     status = jobs.wait_phase("signal", "Running")
     assert status["restarts"] == 1
+
+
+def test_an_evicted_worker_restarts_the_gang_without_spending_the_backoff_limit(
+    operator: OperatorProcess, jobs: Jobs
+) -> None:
+    # Neither restartPolicy Never nor backoffLimit 0 stops the retry: the worker did not fail,
+    # it was taken away (a drain, a preemption, a node going away).
+    jobs.create("evictable", workers=2, runPolicy={"restartPolicy": "Never", "backoffLimit": 0})
+    jobs.wait_pods("evictable", 2, restart=0)
+    jobs.wait_phase("evictable", "Running")
+    eviction = client.V1Eviction(
+        metadata=client.V1ObjectMeta(name="evictable-worker-1", namespace=jobs.namespace)
+    )
+    jobs.core.create_namespaced_pod_eviction("evictable-worker-1", jobs.namespace, eviction)
+
+    jobs.wait_pods("evictable", 2, restart=1)
+    status = jobs.wait_phase("evictable", "Running")
+    assert (status["restarts"], status["disruptions"]) == (1, 1)
+    _, _, message = jobs.wait_event("evictable", "GangRestart")
+    assert "worker 1" in message and "not counted against backoffLimit 0" in message
+
+    # A failure of the worker itself still ends the job at once.
+    kill_worker(jobs, "evictable", 0, 1)
+    failed = condition(jobs.wait_phase("evictable", "Failed"), "Failed")
+    assert failed is not None and failed["reason"] == "WorkerFailed"

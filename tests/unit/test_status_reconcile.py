@@ -407,6 +407,52 @@ def test_a_worker_vanishing_from_a_running_gang_restarts_it() -> None:
     assert cond(plan, "Restarting") == ("True", "WorkerLost")
 
 
+def test_a_disrupted_worker_restarts_the_gang_without_spending_the_backoff_limit() -> None:
+    job = running_job(runPolicy={"backoffLimit": 0, "restartPolicy": "Never"})
+    # The node shut down: the kubelet failed the pod and said why.
+    shut = "TerminationByKubelet: Pod was terminated in response to imminent node shutdown."
+    plan = reconcile(job, [pod(0), pod(1, "Failed", disruption=shut)], T0 + timedelta(seconds=5))
+    assert plan.status.phase == "Restarting"
+    assert (plan.status.restarts, plan.status.disruptions) == (1, 1)
+    assert cond(plan, "Restarting") == ("True", "WorkerDisrupted")
+    message = plan.events[0].message
+    assert "imminent node shutdown" in message and "not counted against backoffLimit 0" in message
+    # The next gang is taken away too (evicted): still not a failure of the job.
+    job = step(job, plan)
+    plan = reconcile(job, [pod(0, restart=1), pod(1, restart=1)], T0 + timedelta(seconds=9))
+    job = step(job, plan)
+    evicted = pod(0, restart=1, deleting=True, disruption="EvictionByEvictionAPI: Eviction API")
+    plan = reconcile(job, [evicted, pod(1, restart=1)], T0 + timedelta(seconds=12))
+    assert (plan.status.restarts, plan.status.disruptions) == (2, 2)
+    assert cond(plan, "Restarting") == ("True", "WorkerLost")
+    assert "worker 0 was deleted while the gang was running (EvictionByEvictionAPI" in (
+        plan.events[0].message
+    )
+    # A worker that fails by itself still meets backoffLimit 0 (and restartPolicy Never).
+    job = step(job, plan)
+    plan = reconcile(job, [pod(0, restart=2), pod(1, restart=2)], T0 + timedelta(seconds=15))
+    job = step(job, plan)
+    plan = reconcile(job, [pod(0, restart=2), pod(1, "Failed", restart=2, exit_code=1)], T0)
+    assert cond(plan, "Failed") == ("True", "WorkerFailed")
+
+
+def test_only_restarts_on_failure_spend_the_backoff_limit() -> None:
+    job = running_job(runPolicy={"backoffLimit": 1})
+    lost = reconcile(job, [pod(0)], T0 + timedelta(seconds=5))  # a worker vanished
+    job = step(job, lost)
+    job = step(job, reconcile(job, [pod(0, restart=1), pod(1, restart=1)], T0))
+    failed = [pod(0, restart=1), pod(1, "Failed", restart=1, exit_code=137)]
+    plan = reconcile(job, failed, T0 + timedelta(seconds=9))
+    assert plan.status.phase == "Restarting" and plan.status.restarts == 2
+    assert "(restart 2: 1 of backoffLimit 1)" in plan.events[0].message
+    job = step(job, plan)
+    job = step(job, reconcile(job, [pod(0, restart=2), pod(1, restart=2)], T0))
+    failed = [pod(0, restart=2), pod(1, "Failed", restart=2, exit_code=137)]
+    plan = reconcile(job, failed, T0 + timedelta(seconds=12))
+    assert cond(plan, "Failed") == ("True", "BackoffLimitExceeded")
+    assert "backoffLimit 1 reached after 1 restarts on failure" in plan.events[-1].message
+
+
 def test_evicted_worker_without_exit_code_is_retried_under_exit_code_policy() -> None:
     job = running_job(runPolicy={"restartPolicy": "ExitCode"})
     plan = reconcile(job, [pod(0), pod(1, "Failed")], T0)
@@ -429,6 +475,14 @@ def test_pod_view_reads_a_real_pod_object() -> None:
         "status": {
             "phase": "Failed",
             "podIP": "127.1.0.5",
+            "conditions": [
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "reason": "PreemptionByScheduler",
+                    "message": "default-scheduler: preempting to accommodate a higher priority pod",
+                }
+            ],
             "containerStatuses": [
                 {"state": {"terminated": {"exitCode": 137, "message": "killed"}}}
             ],
@@ -438,6 +492,9 @@ def test_pod_view_reads_a_real_pod_object() -> None:
     assert view is not None
     assert (view.index, view.restart, view.exit_code, view.ip) == (0, 2, 137, "127.1.0.5")
     assert view.termination_message == "killed"
+    assert view.disruption == (
+        "PreemptionByScheduler: default-scheduler: preempting to accommodate a higher priority pod"
+    )
     assert view.created == T0
     assert PodView.from_object({"metadata": {"name": "x", "labels": {}}}) is None
 

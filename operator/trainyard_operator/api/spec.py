@@ -245,9 +245,12 @@ class RunPolicy(ApiModel):
 
     restart_policy: Literal["Never", "OnFailure", "ExitCode"] = "OnFailure"
     """Never: any failure fails the job. OnFailure: restart the whole gang up to backoffLimit.
-    ExitCode: exit codes 1-127 fail the job at once, 128-255 (signals) restart the gang."""
+    ExitCode: exit codes 1-127 fail the job at once, 128-255 (signals) restart the gang.
+    A disrupted worker (evicted, preempted, deleted, or lost with its node: not a failure of
+    its own) restarts the gang under every policy."""
     backoff_limit: Annotated[int, Field(ge=0, le=1000)] = 3
-    """Whole-gang restarts before the job fails (reason BackoffLimitExceeded)."""
+    """Whole-gang restarts on failure before the job fails (reason BackoffLimitExceeded);
+    restarts after a disruption (status.disruptions) do not count."""
     active_deadline_seconds: Annotated[int | None, Field(ge=1)] = None
     """Seconds from start after which the job fails (reason DeadlineExceeded)."""
     ttl_seconds_after_finished: Annotated[int | None, Field(ge=0)] = None

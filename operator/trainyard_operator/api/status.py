@@ -126,6 +126,9 @@ class TrainingJobStatus(ApiModel):
     """Worker pods by state."""
     restarts: int = 0
     """Whole-gang restarts so far."""
+    disruptions: int = 0
+    """How many of those restarts a disruption caused (a worker evicted, preempted, lost with
+    its node, or deleted by someone else): they do not count against backoffLimit."""
     start_time: str | None = None
     """When the current run started (reset on resume)."""
     completion_time: str | None = None

@@ -46,6 +46,9 @@ class PodView:
     """The trainer container's waiting reason (e.g. ErrImagePull) while Pending."""
     unschedulable: str | None = None
     """The scheduler's message while the PodScheduled condition is False/Unschedulable."""
+    disruption: str | None = None
+    """"<reason>: <message>" of a DisruptionTarget=True condition: the pod is being taken
+    away (eviction, preemption, its node's taint or shutdown) rather than failing by itself."""
 
     @property
     def finished(self) -> bool:
@@ -78,9 +81,13 @@ class PodView:
         spec = pod.get("spec") or {}
         ready = False
         unschedulable: str | None = None
+        disruption: str | None = None
         for cond in status.get("conditions") or []:
             if cond.get("type") == "Ready":
                 ready = cond.get("status") == "True"
+            elif cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+                disruption = f"{cond.get('reason') or 'Disrupted'}: {cond.get('message') or ''}"
+                disruption = disruption.rstrip(": ")
             elif (
                 cond.get("type") == "PodScheduled"
                 and cond.get("status") == "False"
@@ -118,4 +125,5 @@ class PodView:
             termination_message=message,
             waiting_reason=waiting,
             unschedulable=unschedulable,
+            disruption=disruption,
         )

@@ -300,10 +300,7 @@ def _run(
     if status.phase in ("Running", "Compressing") and (
         len(current) < workers or any(p.deleting for p in gang)
     ):
-        missing = sorted(set(range(workers)) - set(current))
-        _gang_restart(
-            draft, pods, "WorkerLost", f"worker {missing[0]} disappeared while the gang was running"
-        )
+        _gang_restart(draft, pods, "WorkerLost", _lost(gang, current, workers), disruption=True)
         return
 
     if _scheduling_timeout(draft, pods, current):
@@ -412,7 +409,12 @@ def _on_failure(draft: _Draft, pods: Sequence[PodView], pod: PodView) -> None:
         what = f"worker {pod.index} failed without an exit code (evicted or node lost)"
     if pod.termination_message:
         what += f": {_last_words(pod.termination_message)}"
-    if policy.restart_policy == "Never":
+    if pod.disruption:
+        # Taken away (node shutdown, eviction, preemption), not failing on its own: retried
+        # under every restartPolicy, without spending backoffLimit.
+        text = f"{what} ({pod.disruption})"
+        _gang_restart(draft, pods, "WorkerDisrupted", text, disruption=True)
+    elif policy.restart_policy == "Never":
         _finish(draft, pods, "Failed", "WorkerFailed", what + " (restartPolicy Never)")
     elif policy.restart_policy == "ExitCode" and code is not None and 1 <= code <= 127:
         _finish(draft, pods, "Failed", "PermanentError", what + " (exit codes 1-127 are permanent)")
@@ -433,22 +435,44 @@ def _last_words(message: str) -> str:
     return text if len(text) <= LAST_WORDS_CHARS else "…" + text[-LAST_WORDS_CHARS:]
 
 
-def _gang_restart(draft: _Draft, pods: Sequence[PodView], cause: str, message: str) -> None:
-    """Delete the whole gang and start the next attempt, unless backoffLimit is spent."""
+def _lost(gang: Sequence[PodView], current: dict[int, PodView], workers: int) -> str:
+    """What took a worker from a running gang, as far as its pod still says."""
+    gone = [p for p in gang if p.deleting]
+    if gone:
+        pod = min(gone, key=lambda p: p.index)
+        cause = f" ({pod.disruption})" if pod.disruption else ""
+        return f"worker {pod.index} was deleted while the gang was running{cause}"
+    missing = sorted(set(range(workers)) - set(current))
+    return f"worker {missing[0]} disappeared while the gang was running"
+
+
+def _gang_restart(
+    draft: _Draft, pods: Sequence[PodView], cause: str, message: str, *, disruption: bool = False
+) -> None:
+    """Delete the whole gang and start the next attempt, unless backoffLimit is spent.
+
+    A disruption (a worker taken away rather than failing) restarts without spending it.
+    """
     status = draft.status
     limit = draft.job.spec.run_policy.backoff_limit
-    if status.restarts >= limit:
+    failures = status.restarts - status.disruptions
+    if not disruption and failures >= limit:
         _finish(
             draft,
             pods,
             "Failed",
             "BackoffLimitExceeded",
-            f"{message}; backoffLimit {limit} reached after {status.restarts} restarts",
+            f"{message}; backoffLimit {limit} reached after {failures} restarts on failure",
         )
         return
     status.restarts += 1
     status.phase = "Restarting"
-    text = f"{message}; restarting the gang (restart {status.restarts} of {limit})"
+    if disruption:
+        status.disruptions += 1
+        spent = f"a disruption, not counted against backoffLimit {limit}"
+    else:
+        spent = f"{failures + 1} of backoffLimit {limit}"
+    text = f"{message}; restarting the gang (restart {status.restarts}: {spent})"
     draft.condition("Restarting", "True", cause, text)
     draft.condition("Running", "False", "GangRestart", text)
     draft.event("Warning", "GangRestart", text)
