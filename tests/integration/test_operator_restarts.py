@@ -101,3 +101,28 @@ def test_an_evicted_worker_restarts_the_gang_without_spending_the_backoff_limit(
     kill_worker(jobs, "evictable", 0, 1)
     failed = condition(jobs.wait_phase("evictable", "Failed"), "Failed")
     assert failed is not None and failed["reason"] == "WorkerFailed"
+
+
+def test_a_restart_held_up_by_a_pod_that_will_not_go_says_why(
+    operator: OperatorProcess, jobs: Jobs
+) -> None:
+    # A finalizer nobody removes keeps a pod Terminating, as an unreachable node does.
+    jobs.create("held", workers=2)
+    jobs.wait_pods("held", 2, restart=0)
+    hold = {"metadata": {"finalizers": ["example.com/hold"]}}
+    jobs.core.patch_namespaced_pod("held-worker-1", jobs.namespace, hold)
+    release = {"metadata": {"finalizers": None}}
+    try:
+        kill_worker(jobs, "held", 0, 137)
+        _, _, message = jobs.wait_event("held", "WorkersTerminating", timeout=150)
+        assert "held-worker-1" in message and "still terminating" in message
+        status = jobs.status("held")
+        assert status["phase"] == "Restarting"
+        running = condition(status, "Running")
+        assert running is not None and running["reason"] == "WorkersTerminating"
+        assert [p["metadata"]["name"] for p in jobs.pods("held")] == ["held-worker-1"]
+    finally:
+        # released whatever happened, or the test namespace could never be deleted
+        jobs.core.patch_namespaced_pod("held-worker-1", jobs.namespace, release)
+    jobs.wait_pods("held", 2, restart=1)
+    jobs.wait_phase("held", "Running")

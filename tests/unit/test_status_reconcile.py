@@ -453,6 +453,28 @@ def test_only_restarts_on_failure_spend_the_backoff_limit() -> None:
     assert "backoffLimit 1 reached after 1 restarts on failure" in plan.events[-1].message
 
 
+def test_a_pod_stuck_terminating_holds_the_restart_and_the_job_says_so() -> None:
+    job = running_job()
+    restart = reconcile(job, [pod(0), pod(1, "Failed", exit_code=137)], T0 + timedelta(seconds=5))
+    job = step(job, restart)
+    # worker 1's node stopped answering: its pod keeps Terminating past its grace period.
+    due = T0 + timedelta(seconds=35)
+    lost = pod(1, "Running", deleting=True, deletion_due=due, node="gpu-7")
+    waiting = reconcile(job, [lost], T0 + timedelta(seconds=40))
+    assert waiting.status.phase == "Restarting" and waiting.create_workers == ()
+    assert reasons(waiting) == [] and waiting.requeue_after == 25  # due + 30 s
+    stuck = reconcile(job, [lost], T0 + timedelta(seconds=70))
+    assert cond(stuck, "Running") == ("False", "WorkersTerminating")
+    assert reasons(stuck) == ["WorkersTerminating"]
+    message = stuck.events[0].message
+    assert "j-worker-1 on node gpu-7 is still terminating" in message
+    assert "out-of-service" in message
+    job = step(job, stuck)
+    assert reasons(reconcile(job, [lost], T0 + timedelta(seconds=90))) == []  # said once
+    # The pod is gone at last: the next gang is created.
+    assert reconcile(job, [], T0 + timedelta(seconds=95)).create_workers == (0, 1)
+
+
 def test_evicted_worker_without_exit_code_is_retried_under_exit_code_policy() -> None:
     job = running_job(runPolicy={"restartPolicy": "ExitCode"})
     plan = reconcile(job, [pod(0), pod(1, "Failed")], T0)

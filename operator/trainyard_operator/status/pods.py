@@ -35,6 +35,8 @@ class PodView:
     """Pod phase: Pending, Running, Succeeded, Failed or Unknown."""
     deleting: bool = False
     """metadata.deletionTimestamp is set: the pod is on its way out."""
+    deletion_due: datetime | None = None
+    """metadata.deletionTimestamp: when its grace period ends and it should be gone."""
     ready: bool = False
     ip: str = ""
     node: str = ""
@@ -117,6 +119,9 @@ class PodView:
             restart=restart,
             phase=str(status.get("phase") or "Pending"),
             deleting=meta.get("deletionTimestamp") is not None,
+            deletion_due=parse_time(meta["deletionTimestamp"])
+            if meta.get("deletionTimestamp")
+            else None,
             ready=ready,
             ip=str(status.get("podIP") or ""),
             node=str(spec.get("nodeName") or ""),

@@ -285,6 +285,7 @@ def _run(
     if stale:
         draft.delete(stale)
         status.phase = "Restarting" if status.restarts > 0 else "Pending"
+        _report_stuck(draft, stale)
         return
 
     failed = sorted((p for p in current.values() if p.phase == "Failed"), key=lambda p: p.index)
@@ -340,6 +341,36 @@ def _run(
             reason = "PodCreateFailed"
             message = f"{message}; {_refusal_message(draft, refused)}"
         draft.condition("Running", "False", reason, message)
+
+
+#: How long past its grace period a deleted pod may linger before the job says it is stuck.
+STUCK_AFTER = timedelta(seconds=30)
+
+
+def _report_stuck(draft: _Draft, stale: Sequence[PodView]) -> None:
+    """The next gang waits for the old pods to go (same names, one rank each): when one stays
+    Terminating past its grace period, say which and why it may, rather than sit silently in
+    Restarting. A node that stopped answering keeps its pods until it comes back, is deleted,
+    or is tainted out-of-service; a finalizer nobody removes does the same."""
+    dues = [(p.deletion_due, p) for p in stale if p.deletion_due is not None]
+    stuck = sorted((d for d in dues if draft.now >= d[0] + STUCK_AFTER), key=lambda d: d[1].name)
+    if not stuck:
+        if dues:
+            draft.timer(min(due for due, _ in dues) + STUCK_AFTER)
+        return
+    due, pod = stuck[0]
+    where = f" on node {pod.node}" if pod.node else ""
+    others = f" (and {len(stuck) - 1} more)" if len(stuck) > 1 else ""
+    message = (
+        f"waiting for the previous pods to go: {pod.name}{where}{others} is still terminating, "
+        f"its grace period ended at {format_time(due)}; a node that stopped "
+        "answering keeps its pods until it returns, is deleted or is tainted "
+        "node.kubernetes.io/out-of-service (or a finalizer holds the pod)"
+    )
+    running = get_condition(draft.job.status.conditions, "Running")
+    if running is None or running.reason != "WorkersTerminating":
+        draft.event("Warning", "WorkersTerminating", message)
+    draft.condition("Running", "False", "WorkersTerminating", message)
 
 
 def _warn_if_checkpoints_are_lost_on_restart(draft: _Draft) -> None:
