@@ -193,11 +193,12 @@ def test_kubectl_logs_reads_follows_and_tails_a_pod(e2e_stack: E2EStack) -> None
         assert tailed.stdout.splitlines() == ["line 4", "line 5"]
         limited = kubectl("logs", "counter", "--limit-bytes=9")
         assert limited.stdout == "line 1\nli"
-        # each line carries the time it was written, 0.5 s apart in the program
+        # each line carries the time it arrived: the program prints them 0.5 s apart, the
+        # first and last 2 s apart (a busy agent may read a line late, never early)
         stamped = kubectl("logs", "counter", "--timestamps").stdout.splitlines()
         assert [line.split(" ", 1)[1] for line in stamped] == [f"line {i}" for i in range(1, 6)]
         times = [parse_stamp(line.split(" ", 1)[0]) for line in stamped]
-        assert times == sorted(times) and times[-1] - times[0] >= 1.5
+        assert times == sorted(times) and times[-1] - times[0] >= 1.0
         assert kubectl("logs", "counter", "--since=1h", "--timestamps", "--tail=1").stdout == (
             stamped[-1] + "\n"
         )

@@ -115,7 +115,7 @@ def test_a_restarted_operator_keeps_counting_from_the_first_refusal(
         {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
     )
     first = operator_factory()
-    timeout = 20
+    timeout = 30
     jobs.create(
         "remembered",
         workers=2,
@@ -124,7 +124,7 @@ def test_a_restarted_operator_keeps_counting_from_the_first_refusal(
     )
     refused_at = parse_time(wait_refused(jobs, "remembered")["lastTransitionTime"])
     first.kill()
-    time.sleep(10)  # half the timeout passes while no operator runs
+    time.sleep(15)  # half the timeout passes while no operator runs
     restarted_at = datetime.now(UTC)
     operator_factory()
 
