@@ -32,6 +32,14 @@ def add_quota(jobs: Jobs, name: str, hard: dict[str, str]) -> None:
     )
 
 
+def enforce_restricted(jobs: Jobs) -> None:
+    """Pod Security's restricted profile on the test namespace (a hostNetwork pod is refused)."""
+    jobs.core.patch_namespace(
+        jobs.namespace,
+        {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
+    )
+
+
 def wait_refused(jobs: Jobs, name: str) -> dict[str, Any]:
     """The job's Created condition once it says PodCreateFailed."""
 
@@ -89,10 +97,7 @@ def test_a_refused_service_is_reported_too_and_the_job_starts_once_allowed(
 def test_pods_refused_by_pod_security_fail_the_job_after_the_scheduling_timeout(
     operator: OperatorProcess, jobs: Jobs
 ) -> None:
-    jobs.core.patch_namespace(
-        jobs.namespace,
-        {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
-    )
+    enforce_restricted(jobs)
     jobs.create(
         "on-host",
         workers=2,
@@ -110,10 +115,7 @@ def test_pods_refused_by_pod_security_fail_the_job_after_the_scheduling_timeout(
 def test_a_restarted_operator_keeps_counting_from_the_first_refusal(
     operator_factory: Callable[[], OperatorProcess], jobs: Jobs
 ) -> None:
-    jobs.core.patch_namespace(
-        jobs.namespace,
-        {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
-    )
+    enforce_restricted(jobs)
     first = operator_factory()
     timeout = 30
     jobs.create(

@@ -169,7 +169,7 @@ def test_on_failure_restarts_the_whole_gang_then_creates_the_next_one() -> None:
     assert plan.create_workers == ()
     job = step(job, plan)
     # While an old pod remains, nothing new is created (ranks of two attempts never meet).
-    old_going = [pod(0, deleting=True)]
+    old_going = [pod(0, deletion_due=T0)]
     plan = reconcile(job, old_going, T0 + timedelta(seconds=11))
     assert plan.create_workers == ()
     assert plan.status.phase == "Restarting"
@@ -421,7 +421,7 @@ def test_a_disrupted_worker_restarts_the_gang_without_spending_the_backoff_limit
     job = step(job, plan)
     plan = reconcile(job, [pod(0, restart=1), pod(1, restart=1)], T0 + timedelta(seconds=9))
     job = step(job, plan)
-    evicted = pod(0, restart=1, deleting=True, disruption="EvictionByEvictionAPI: Eviction API")
+    evicted = pod(0, restart=1, deletion_due=T0, disruption="EvictionByEvictionAPI: Eviction API")
     plan = reconcile(job, [evicted, pod(1, restart=1)], T0 + timedelta(seconds=12))
     assert (plan.status.restarts, plan.status.disruptions) == (2, 2)
     assert cond(plan, "Restarting") == ("True", "WorkerLost")
@@ -459,7 +459,7 @@ def test_a_pod_stuck_terminating_holds_the_restart_and_the_job_says_so() -> None
     job = step(job, restart)
     # worker 1's node stopped answering: its pod keeps Terminating past its grace period.
     due = T0 + timedelta(seconds=35)
-    lost = pod(1, "Running", deleting=True, deletion_due=due, node="gpu-7")
+    lost = pod(1, "Running", deletion_due=due, node="gpu-7")
     waiting = reconcile(job, [lost], T0 + timedelta(seconds=40))
     assert waiting.status.phase == "Restarting" and waiting.create_workers == ()
     assert reasons(waiting) == [] and waiting.requeue_after == 25  # due + 30 s

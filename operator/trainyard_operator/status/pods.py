@@ -33,10 +33,9 @@ class PodView:
     restart: int
     phase: str = "Pending"
     """Pod phase: Pending, Running, Succeeded, Failed or Unknown."""
-    deleting: bool = False
-    """metadata.deletionTimestamp is set: the pod is on its way out."""
     deletion_due: datetime | None = None
-    """metadata.deletionTimestamp: when its grace period ends and it should be gone."""
+    """metadata.deletionTimestamp: set once the pod is deleted, to when its grace period ends
+    and it should be gone."""
     ready: bool = False
     ip: str = ""
     node: str = ""
@@ -51,6 +50,11 @@ class PodView:
     disruption: str | None = None
     """"<reason>: <message>" of a DisruptionTarget=True condition: the pod is being taken
     away (eviction, preemption, its node's taint or shutdown) rather than failing by itself."""
+
+    @property
+    def deleting(self) -> bool:
+        """The pod is on its way out (deleted, perhaps still in its grace period)."""
+        return self.deletion_due is not None
 
     @property
     def finished(self) -> bool:
@@ -111,6 +115,7 @@ class PodView:
             if waiting_state:
                 waiting = str(waiting_state.get("reason") or "")
         created = meta.get("creationTimestamp")
+        deleted = meta.get("deletionTimestamp")
         return cls(
             name=str(meta.get("name", "")),
             uid=str(meta.get("uid", "")),
@@ -118,10 +123,7 @@ class PodView:
             index=index,
             restart=restart,
             phase=str(status.get("phase") or "Pending"),
-            deleting=meta.get("deletionTimestamp") is not None,
-            deletion_due=parse_time(meta["deletionTimestamp"])
-            if meta.get("deletionTimestamp")
-            else None,
+            deletion_due=parse_time(deleted) if deleted else None,
             ready=ready,
             ip=str(status.get("podIP") or ""),
             node=str(spec.get("nodeName") or ""),
