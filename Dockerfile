@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The Trainyard operator image: the operator package and its runtime dependencies only (no
 # torch: the trainer has its own image, trainer-image/Dockerfile). Non-root (uid 65532),
 # read-only root filesystem friendly, the base pinned by version (pin a digest too when you

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real control-plane binaries (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd, helm) from Go modules at the versions pinned in
+# kube-scheduler, kubectl, etcd, helm; on request kubelet, kubeadm, kube-proxy for the kind
+# node image) from Go modules at the versions pinned in
 # versions.env, into a cache outside the repository keyed by version:
 #   ${TRAINYARD_CACHE:-~/.cache/trainyard}/bin-<kube>-<etcd>-<helm>/
 # Idempotent: a binary already in the cache is not rebuilt. Prints the bin dir on stdout's
@@ -40,7 +41,9 @@ ldflags_version() {
 
 kube_wrapper() {
   local dir="$src/kube-$KUBE_VERSION"
-  if [ -f "$dir/.ready" ]; then printf '%s' "$dir"; return; fi
+  # the marker names the tools file's hash: adding a command re-resolves the wrapper
+  local ready="$dir/.ready-$(sha256sum "$here/kube-tools.go.txt" | cut -c1-12)"
+  if [ -f "$ready" ]; then printf '%s' "$dir"; return; fi
   mkdir -p "$dir"
   log "reading k8s.io/kubernetes@$KUBE_VERSION go.mod from the module proxy"
   local upstream
@@ -67,7 +70,7 @@ kube_wrapper() {
     refused="$(printf '%s\n' "$out" | grep -oE '[a-z0-9./-]+@v[0-9][^:]*: reading [^ ]+: 40[34]' | head -3)"
     fail "go mod tidy failed for the kubernetes wrapper${refused:+; the module proxy refused: $refused}"
   fi
-  touch "$dir/.ready"
+  touch "$ready"
   printf '%s' "$dir"
 }
 
@@ -105,7 +108,7 @@ for name in $want; do
     etcd)
       dir="$(etcd_wrapper)" || exit 1
       build_one etcd "$dir" go.etcd.io/etcd/server/v3 "-s -w" ;;
-    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl)
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kubeadm|kube-proxy)
       dir="$(kube_wrapper)" || exit 1
       build_one "$name" "$dir" "k8s.io/kubernetes/cmd/$name" "$(ldflags_version "$KUBE_VERSION")" "selinux,notest,grpcnotrace" ;;
     helm)
