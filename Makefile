@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help venv local-binaries cluster-up cluster-down crds lint test test-unit \
         test-integration test-trainer test-e2e prometheus demo demo-down helm-lint \
-        kind-up kind-down images kind-load deploy demo-kind helm-sync
+        kind-host kind-node-image kind-up kind-down images deploy demo-kind helm-sync test-kind
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -65,13 +65,17 @@ test-integration: venv local-binaries
 test-e2e: venv local-binaries prometheus
 	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
 
+test-kind: venv local-binaries ## the kind suite alone (builds what it needs; docs/kind.md)
+	$(VENV)/bin/pytest tests/kind $(PYTEST_ARGS)
+
 # -- demo, Helm and the kind path (docs/kind.md) ------------------------------------------------
 KIND_CLUSTER ?= trainyard
 IMAGE_TAG ?= 0.1.0
 OPERATOR_IMAGE ?= trainyard-operator:$(IMAGE_TAG)
-# the CPU-only trainer image for kind (trainer-image/Dockerfile's TORCH_VARIANT=cpu, ~5x smaller)
-TRAINER_IMAGE ?= trainyard-trainer:$(IMAGE_TAG)-cpu
-TORCH_VARIANT ?= cpu
+TRAINER_IMAGE ?= trainyard-trainer:$(IMAGE_TAG)
+# auto: PyTorch's CPU-only wheel where its index answers (about 5x smaller), else PyPI's torch
+TORCH_VARIANT ?= auto
+export KIND_CLUSTER OPERATOR_IMAGE TRAINER_IMAGE TORCH_VARIANT
 HELM_RELEASE ?= trainyard
 HELM_NAMESPACE ?= trainyard-system
 # helm and kubectl: the ones on PATH, else the pinned builds of `make local-binaries`
@@ -95,27 +99,26 @@ helm-sync: ## copy deploy/monitoring's alerts and dashboard into the chart (a te
 	cp deploy/monitoring/alerts.yaml deploy/helm/trainyard/files/alerts.yaml
 	cp deploy/monitoring/grafana-dashboard.json deploy/helm/trainyard/files/dashboard.json
 
-kind-up: ## create the kind cluster (needs Docker and kind)
-	kind get clusters | grep -qx '$(KIND_CLUSTER)' || \
-	  kind create cluster --name $(KIND_CLUSTER) --config deploy/kind/cluster.yaml --wait 120s
+kind-host: ## make this host ready for kind where it is not (dockerd, runc wrapper; docs/kind.md)
+	deploy/kind/host/setup.sh
 
-images: ## build the operator image and the trainer image (CPU-only unless TORCH_VARIANT=cuda)
-	docker build -t $(OPERATOR_IMAGE) .
-	docker build -t $(TRAINER_IMAGE) -f trainer-image/Dockerfile --build-arg TORCH_VARIANT=$(TORCH_VARIANT) .
+kind-node-image: kind-host local-binaries ## kindest/node where it can be pulled, else assemble one here (cached)
+	deploy/kind/node-image/build.sh
 
-kind-load: ## load both images into the kind nodes (no registry needed)
-	kind load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(TRAINER_IMAGE)
+images: kind-host ## build the operator and trainer images from their Dockerfiles
+	deploy/images/build.sh
 
-deploy: ## helm upgrade --install the chart into the current kube context
+kind-up: venv local-binaries ## kind cluster + images + kind load + helm install (the operator in its pod)
+	$(PY) -m trainyard_local.kind up
+
+demo-kind: venv local-binaries ## the demo on kind: kind-up, then apply the example and follow it
+	OMP_NUM_THREADS=1 $(PY) -m trainyard_local.kind demo
+
+deploy: ## helm upgrade --install the chart into the current kube context (images already loaded)
 	$(HELM) upgrade --install $(HELM_RELEASE) deploy/helm/trainyard \
 	  --namespace $(HELM_NAMESPACE) --create-namespace --wait --timeout 5m \
 	  --set image.repository=$(firstword $(subst :, ,$(OPERATOR_IMAGE))) --set image.tag=$(IMAGE_TAG) \
 	  --set image.pullPolicy=IfNotPresent --set operator.trainerImage=$(TRAINER_IMAGE)
 
-demo-kind: venv kind-up images kind-load ## the demo on kind: images, load, deploy, apply the example, follow it
-	$(MAKE) deploy HELM="$(HELM) --kube-context kind-$(KIND_CLUSTER)"
-	$(KUBECTL) config view --raw --minify --context kind-$(KIND_CLUSTER) > .kind-kubeconfig
-	$(PY) -m trainyard_local.demo follow --kubeconfig .kind-kubeconfig
-
-kind-down: ## delete the kind cluster
-	kind delete cluster --name $(KIND_CLUSTER)
+kind-down: venv ## delete the kind cluster
+	$(PY) -m trainyard_local.kind down

@@ -4,7 +4,8 @@
 # the Dockerfiles' default python image where it can be pulled, else the local stand-in of
 # local-base.sh, passed as --build-arg PYTHON_IMAGE (the Dockerfiles are not changed).
 #   OPERATOR_IMAGE (trainyard-operator:0.1.0), TRAINER_IMAGE (trainyard-trainer:0.1.0),
-#   TORCH_VARIANT (cuda: PyPI's torch; cpu: PyTorch's CPU wheel index, where reachable)
+#   TORCH_VARIANT: cpu (PyTorch's CPU-only wheel index), cuda (PyPI's torch, CUDA libraries
+#   included, several GB), auto (default: cpu where that index answers, else cuda)
 # Docker's layer cache keeps both builds warm: a change to the trainer package rebuilds only
 # its last layers, never the torch layer.
 set -euo pipefail
@@ -12,20 +13,17 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 operator_image="${OPERATOR_IMAGE:-trainyard-operator:0.1.0}"
 trainer_image="${TRAINER_IMAGE:-trainyard-trainer:0.1.0}"
-variant="${TORCH_VARIANT:-cuda}"
+variant="${TORCH_VARIANT:-auto}"
 log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# BuildKit reads trainer-image/Dockerfile.dockerignore. Docker >= 23 builds with buildx; an
-# older client (Debian's 20.10) has BuildKit built in behind DOCKER_BUILDKIT=1; a newer
-# client without the buildx plugin has only the legacy builder, so take Debian's beside it.
-docker="${DOCKER:-docker}"
-if ! $docker buildx version >/dev/null 2>&1; then
-  if [ -x /usr/bin/docker ] && /usr/bin/docker buildx version >/dev/null 2>&1 \
-     || [ "$(/usr/bin/docker version --format '{{.Client.Version}}' 2>/dev/null | cut -d. -f1)" = 20 ]; then
-    docker=/usr/bin/docker
-  fi
-fi
+# BuildKit reads trainer-image/Dockerfile.dockerignore
+docker="$("$here/buildkit-docker.sh")"
 export DOCKER_BUILDKIT=1
+
+if [ "$variant" = auto ]; then
+  variant=cuda
+  if curl -fsS -m 20 -o /dev/null https://download.pytorch.org/whl/cpu/torch/ 2>/dev/null; then variant=cpu; fi
+fi
 
 base="$(DOCKER="$docker" "$here/local-base.sh")"
 args=()

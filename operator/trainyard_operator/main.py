@@ -8,6 +8,7 @@ the configured namespaces, with kopf's liveness endpoint at /healthz.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 
 import kopf
@@ -54,6 +55,9 @@ def main() -> None:
     )
     kopf.run(
         standalone=True,
+        # kopf derives its identity from the login name by default, which fails where the
+        # uid has no passwd entry (the image runs as 65532, as the restricted profile wants)
+        identity=f"trainyard-operator@{socket.gethostname()}",
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         liveness_endpoint=f"http://{host}:{settings.operator_health_port}/healthz",

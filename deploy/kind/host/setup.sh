@@ -20,6 +20,17 @@ bounding="$(awk '/^CapBnd:/ {print $2}' /proc/self/status)"
 # every capability up to CAP_CHECKPOINT_RESTORE (40): 0x1ffffffffff
 [ "$((16#$bounding & 16#1ffffffffff))" = "$((16#1ffffffffff))" ] || full_caps=0
 
+# debootstrap: local-base.sh and the node image need it only where no image can be pulled;
+# on a Debian host as root it is installed with Docker (small, and apt runs once)
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  log "installing Debian's ${missing[*]}"
+  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || fail "apt-get install ${missing[*]} failed"
+fi
+
 if docker info >/dev/null 2>&1; then
   if [ "$full_caps" = 0 ] && ! docker info 2>/dev/null | grep -q 'Default Runtime: trainyard-runc'; then
     fail "this host's capability bounding set ($bounding) lacks capabilities Docker gives privileged containers, and the running dockerd was not started with the wrapper runtime: stop it and run this script again (docs/kind.md)"
@@ -27,13 +38,8 @@ if docker info >/dev/null 2>&1; then
   exit 0
 fi
 
-if ! command -v dockerd >/dev/null; then
-  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-    || fail "Docker is not installed: install Docker (https://docs.docker.com/engine/install/) and run this again"
-  log "installing Debian's docker.io"
-  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null \
-    || fail "apt-get install docker.io failed"
-fi
+command -v dockerd >/dev/null \
+  || fail "Docker is not installed: install Docker (https://docs.docker.com/engine/install/) and run this again"
 [ "$(id -u)" = 0 ] || fail "dockerd is not running and starting it needs root: sudo dockerd & (or your init system's docker service)"
 
 mkdir -p "$cache"

@@ -123,13 +123,15 @@ tools="trainyard-local/kind-node-tools:$key"
 $docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "$tools_tar" "$tools" >/dev/null
 # image NAME DOCKERFILE-LINES...: a one-off build whose context holds the binaries
 ctx="$work/ctx"; mkdir -p "$ctx"
+buildkit_docker="$("$here/../../images/buildkit-docker.sh")"
 for b in kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl etcd coredns pause local-path-provisioner; do
   cp "$(readlink -f "$bin/$b")" "$ctx/$b"
 done
 cp "$here/podnet.sh" "$ctx/podnet"
 image_of() {
   local name="$1"; shift
-  printf '%s\n' "$@" | DOCKER_BUILDKIT=1 $docker build -q -t "$name" -f - "$ctx" >/dev/null || fail "building $name failed"
+  printf '%s\n' "$@" | DOCKER_BUILDKIT=1 $buildkit_docker build -q -t "$name" -f - "$ctx" >/dev/null \
+    || fail "building $name failed"
   built+=("$name")
 }
 built=()
@@ -167,12 +169,14 @@ $docker exec "$build_container" bash -euc '
   ctr --namespace=k8s.io images list -q | grep -v "^sha256:" | sort
   pkill containerd; rm -f /preload.tar /tmp/containerd.log
 ' >&2 || fail "importing the images into the node's containerd failed"
-$docker commit \
-  --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' \
-  --change 'ENV container=docker' --change 'STOPSIGNAL SIGRTMIN+3' \
-  "$build_container" "$image" >/dev/null
+$docker commit "$build_container" "$base-preloaded" >/dev/null
 $docker rm -f "$build_container" >/dev/null; build_container=""
-$docker rmi "$base" >/dev/null 2>&1 || true
+# what kind's base image declares (docker commit cannot set STOPSIGNAL): systemd as PID 1,
+# stopped the way systemd wants to be
+printf '%s\n' "FROM $base-preloaded" 'ENV container=docker' 'STOPSIGNAL SIGRTMIN+3' \
+  'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' \
+  | DOCKER_BUILDKIT=1 $buildkit_docker build -q -t "$image" - >/dev/null || fail "tagging $image failed"
+$docker rmi "$base-preloaded" "$base" >/dev/null 2>&1 || true
 log "saving $image to $tarball (the cache later runs load)"
 $docker save -o "$tarball.tmp" "$image" && mv "$tarball.tmp" "$tarball"
 echo "$image"

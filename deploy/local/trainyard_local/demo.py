@@ -1,9 +1,9 @@
 """`make demo`: the whole Trainyard flow on this machine, and `make demo-down`.
 
-Where kind can create a cluster (a `kind` binary and a running Docker engine) the demo takes
-the kind path (`make demo-kind`: images, kind load, helm upgrade --install, then `follow`
-below). Otherwise it runs on the embedded local cluster (`cluster.py`) with the process agent
-(`process_runner.py`), which runs the worker pods' torchrun as local processes:
+It always runs on the embedded local cluster (`cluster.py`) with the process agent
+(`process_runner.py`), which runs the worker pods' torchrun as local processes, whether or not
+a Docker engine happens to run here; the real containers are `make demo-kind` (`kind.py`,
+which ends with `follow_anywhere` below):
 
     cluster up -> helm upgrade --install (the chart, operator replicas 0)
     -> the operator as a local process under the chart ServiceAccount's token (its RBAC)
@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -70,26 +69,6 @@ def api_client(kubeconfig: Path) -> client.ApiClient:
         config_file=str(kubeconfig)
     )
     return api
-
-
-# -- kind or embedded ------------------------------------------------------------------------
-
-
-def kind_can_run() -> bool:
-    """True where `kind create cluster` can work: a kind binary and a Docker engine answering."""
-    if not (shutil.which("kind") and shutil.which("docker")):
-        return False
-    try:
-        answer = subprocess.run(
-            ["docker", "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            text=True,
-            timeout=15,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return answer.returncode == 0 and bool(answer.stdout.strip())
 
 
 # -- helm ----------------------------------------------------------------------------------
@@ -513,13 +492,10 @@ def kubectl(kubeconfig: Path, *args: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m trainyard_local.demo",
-        description="Trainyard's demo: kind where it can run, else the embedded local cluster.",
+        description="Trainyard's demo on the embedded local cluster (make demo-kind: on kind).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="run the demo (kind path where possible)")
-    up.add_argument(
-        "--embedded", action="store_true", help="use the embedded cluster even where kind runs"
-    )
+    up = sub.add_parser("up", help="run the demo on the embedded cluster")
     up.add_argument("--job", type=Path, default=EXAMPLE, help="TrainingJob manifest to apply")
     sub.add_parser("down", help="stop the operator, Prometheus and the demo cluster")
     watch = sub.add_parser("follow", help="apply a job on any cluster and follow it (kind path)")
@@ -535,10 +511,6 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "follow":
             return follow_anywhere(args.kubeconfig, args.namespace, args.job, console)
-        if not args.embedded and kind_can_run():
-            console.log("kind and a Docker engine are available: taking the kind path")
-            return subprocess.run(["make", "demo-kind"], cwd=REPO, check=False).returncode
-        console.log("no kind cluster possible here (no Docker engine or kind): embedded path")
         return EmbeddedDemo(console).up(job_file=args.job)
     except (DemoError, PrometheusError, binaries.BinariesMissingError) as error:
         console.print(f"[red]demo failed:[/red] {error}")
@@ -546,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def follow_anywhere(kubeconfig: Path, namespace: str, job_file: Path, console: Console) -> int:
-    """The kind path's last step: apply the example on an existing cluster and follow it."""
+    """Apply a job on any cluster and follow it: the last step of `make demo-kind`."""
     began = time.monotonic()
     if not str(kubeconfig) or not kubeconfig.is_file():
         raise DemoError("--kubeconfig (or KUBECONFIG) must name the cluster's kubeconfig file")

@@ -1,0 +1,72 @@
+"""The kind suite's cluster: Trainyard as users run it, built and torn down once per session.
+
+`kind_path` goes through `trainyard_local.kind.KindPath.up()` — the same steps as
+`make demo-kind`: host set-up where needed, the node image, both images from the
+Dockerfiles, a kind cluster of one control plane and two workers, `kind load`, and
+`helm upgrade --install` with the operator in its pod. At the end the cluster is deleted and
+the teardown fails if any kind cluster or node container of ours is left behind.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client, config
+from rich.console import Console
+
+from kind.kubectl import Kubectl
+from trainyard_local.demo import RESTRICTED, ensure_namespace
+from trainyard_local.kind import KindError, KindPath
+
+CLUSTER = "trainyard-test"
+
+
+@pytest.fixture(scope="session")
+def kind_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindPath]:
+    path = KindPath(
+        name=CLUSTER, home=tmp_path_factory.mktemp("kind"), console=Console(stderr=True)
+    )
+    try:
+        path.up()
+    except KindError as error:
+        path.delete()
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield path
+    finally:
+        path.delete()
+        clusters = subprocess.run(
+            [path.kind(), "get", "clusters"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        containers = subprocess.run(
+            ["docker", "ps", "-a", "-q", "--filter", f"label=io.x-k8s.kind.cluster={CLUSTER}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert CLUSTER not in clusters and not containers, (
+            f"left behind: clusters {clusters}, containers {containers}"
+        )
+
+
+@pytest.fixture(scope="session")
+def kind_api(kind_path: KindPath) -> Iterator[client.ApiClient]:
+    api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(kind_path.kubeconfig)
+    )
+    with api:
+        yield api
+
+
+@pytest.fixture(scope="session")
+def kind_kubectl(kind_path: KindPath) -> Kubectl:
+    return Kubectl(kind_path.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def jobs_namespace(kind_path: KindPath) -> str:
+    """A namespace that enforces the restricted Pod Security profile, as the demo's does."""
+    ensure_namespace(kind_path.kubeconfig, "kind-jobs", RESTRICTED)
+    return "kind-jobs"
