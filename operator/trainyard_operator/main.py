@@ -12,6 +12,7 @@ import socket
 import sys
 
 import kopf
+from kopf._core.engines.peering import Identity
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
@@ -57,7 +58,7 @@ def main() -> None:
         standalone=True,
         # kopf derives its identity from the login name by default, which fails where the
         # uid has no passwd entry (the image runs as 65532, as the restricted profile wants)
-        identity=f"trainyard-operator@{socket.gethostname()}",
+        identity=Identity(f"trainyard-operator@{socket.gethostname()}"),
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         liveness_endpoint=f"http://{host}:{settings.operator_health_port}/healthz",

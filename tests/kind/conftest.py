@@ -5,10 +5,14 @@
 Dockerfiles, a kind cluster of one control plane and two workers, `kind load`, and
 `helm upgrade --install` with the operator in its pod. At the end the cluster is deleted and
 the teardown fails if any kind cluster or node container of ours is left behind.
+
+TRAINYARD_KIND_REUSE=1 (for working on the suite) keeps the cluster between runs: an existing
+one is reused (images rebuilt and loaded again, the chart upgraded) and nothing is deleted.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 
@@ -18,37 +22,44 @@ from rich.console import Console
 
 from kind.kubectl import Kubectl
 from trainyard_local.demo import RESTRICTED, ensure_namespace
-from trainyard_local.kind import KindError, KindPath
+from trainyard_local.kind import KindError, KindPath, state_home
 
 CLUSTER = "trainyard-test"
 
 
 @pytest.fixture(scope="session")
-def kind_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindPath]:
-    path = KindPath(
-        name=CLUSTER, home=tmp_path_factory.mktemp("kind"), console=Console(stderr=True)
-    )
+def kind_path() -> Iterator[KindPath]:
+    path = KindPath(name=CLUSTER, home=state_home(), console=Console(stderr=True))
+    reuse = bool(os.environ.get("TRAINYARD_KIND_REUSE"))
+    if not reuse:
+        path.delete()  # a cluster left by an interrupted run would hide what this one builds
     try:
         path.up()
     except KindError as error:
-        path.delete()
+        if not reuse:
+            path.delete()
         pytest.fail(str(error), pytrace=False)
     try:
         yield path
     finally:
-        path.delete()
-        clusters = subprocess.run(
-            [path.kind(), "get", "clusters"], capture_output=True, text=True, check=True
-        ).stdout.split()
-        containers = subprocess.run(
-            ["docker", "ps", "-a", "-q", "--filter", f"label=io.x-k8s.kind.cluster={CLUSTER}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        assert CLUSTER not in clusters and not containers, (
-            f"left behind: clusters {clusters}, containers {containers}"
-        )
+        if not reuse:
+            _delete_and_check(path)
+
+
+def _delete_and_check(path: KindPath) -> None:
+    path.delete()
+    clusters = subprocess.run(
+        [path.kind(), "get", "clusters"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    containers = subprocess.run(
+        ["docker", "ps", "-a", "-q", "--filter", f"label=io.x-k8s.kind.cluster={CLUSTER}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert CLUSTER not in clusters and not containers, (
+        f"left behind: clusters {clusters}, containers {containers}"
+    )
 
 
 @pytest.fixture(scope="session")

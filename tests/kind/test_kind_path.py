@@ -21,6 +21,7 @@ from kubernetes import client, watch
 
 from integration.operator_fixtures import Jobs, wait_for
 from kind.kubectl import Kubectl
+from trainyard_local.demo import delete_job
 from trainyard_local.kind import KindPath
 
 pytestmark = [pytest.mark.kind, pytest.mark.slow]
@@ -77,11 +78,12 @@ def test_operator_runs_in_its_pod_under_the_chart_rbac(
 
 
 def test_digits_ddp_trains_across_two_nodes(
-    kind_api: client.ApiClient, jobs_namespace: str, kind_kubectl: Kubectl
+    kind_path: KindPath, kind_api: client.ApiClient, jobs_namespace: str
 ) -> None:
     jobs = Jobs(kind_api, jobs_namespace)
     manifest = yaml.safe_load(EXAMPLE.read_text())
     name = manifest["metadata"]["name"]
+    delete_job(kind_path.kubeconfig, jobs_namespace, name)  # left by a TRAINYARD_KIND_REUSE run
     jobs.apply(manifest)
     pods = jobs.wait_pods(name, 2, phase="Running", timeout=JOB_TIMEOUT)
     nodes = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in pods}
@@ -106,6 +108,9 @@ def long_job(name: str, claim: str) -> dict[str, Any]:
     manifest["metadata"]["name"] = name
     spec = manifest["spec"]
     spec["trainer"].update({"epochs": 60, "batchSize": 4})
+    # the claim binds both workers to one node (local-path volumes are node-local): half a
+    # core each fits beside the node's system pods
+    spec["resources"] = {"cpu": "500m", "memory": "1Gi"}
     spec["compression"] = []
     spec["output"] = {"volumeClaimName": claim}
     spec["checkpoint"] = {"everyEpochs": 1}
@@ -117,10 +122,14 @@ def log_lines(kubectl: Kubectl, namespace: str, pod: str) -> list[str]:
 
 
 def test_a_deleted_worker_checkpoints_and_the_gang_resumes_from_the_pvc(
-    kind_api: client.ApiClient, jobs_namespace: str, kind_kubectl: Kubectl
+    kind_path: KindPath, kind_api: client.ApiClient, jobs_namespace: str, kind_kubectl: Kubectl
 ) -> None:
     core = client.CoreV1Api(kind_api)
     claim = "kind-checkpoints"
+    name = "kind-resume"
+    # a TRAINYARD_KIND_REUSE run starts without the last run's job and checkpoints
+    delete_job(kind_path.kubeconfig, jobs_namespace, name)
+    kind_kubectl("delete", "pvc", "-n", jobs_namespace, claim, "--ignore-not-found", "--wait")
     core.create_namespaced_persistent_volume_claim(
         jobs_namespace,
         {
@@ -132,7 +141,6 @@ def test_a_deleted_worker_checkpoints_and_the_gang_resumes_from_the_pvc(
         },
     )
     jobs = Jobs(kind_api, jobs_namespace)
-    name = "kind-resume"
     jobs.apply(long_job(name, claim))
     worker0, worker1 = f"{name}-worker-0", f"{name}-worker-1"
     jobs.wait_pods(name, 2, phase="Running", restart=0, timeout=JOB_TIMEOUT)
@@ -214,16 +222,21 @@ def test_helm_upgrade_and_uninstall_leave_nothing_behind(
     assert "DEBUG" in pod
     kind_path.uninstall_chart()
     kinds = kind_kubectl("api-resources", "--verbs=list", "-o", "name").stdout.split()
-    namespaced = ",".join(k for k in kinds if not k.startswith(("events", "trainingjobs")))
-    left = kind_kubectl(
-        "get",
-        namespaced,
-        "-A",
-        "-l",
-        f"app.kubernetes.io/instance={kind_path.release}",
-        "-o",
-        "name",
-        check=False,
-    ).stdout.split()
-    # the CRD stays by design (crds.keep=true: uninstalling never deletes users' jobs)
-    assert [r for r in left if "customresourcedefinition" not in r] == []
+    listed = ",".join(k for k in kinds if not k.startswith(("events", "trainingjobs")))
+
+    def left_behind() -> list[str]:
+        names = kind_kubectl(
+            "get",
+            listed,
+            "-A",
+            "-l",
+            f"app.kubernetes.io/instance={kind_path.release}",
+            "-o",
+            "name",
+            check=False,
+        ).stdout.split()
+        # the CRD stays by design (crds.keep=true: uninstalling never deletes users' jobs)
+        return [n for n in names if "customresourcedefinition" not in n]
+
+    # the operator pod goes with its ReplicaSet through the garbage collector, after helm
+    wait_for("no chart-labelled object left", lambda: not left_behind(), timeout=JOB_TIMEOUT)

@@ -179,4 +179,10 @@ printf '%s\n' "FROM $base-preloaded" 'ENV container=docker' 'STOPSIGNAL SIGRTMIN
 $docker rmi "$base-preloaded" "$base" >/dev/null 2>&1 || true
 log "saving $image to $tarball (the cache later runs load)"
 $docker save -o "$tarball.tmp" "$image" && mv "$tarball.tmp" "$tarball"
+# one node image is kept (about 1 GB each): this one replaces those of older keys
+find "$cache/images" -maxdepth 1 -name 'kind-node-*.tar' ! -name "kind-node-$key.tar" \
+  ! -name 'kind-node-rootfs-*' ! -name 'kind-node-tools-*' -delete
+$docker images --format '{{.Repository}}:{{.Tag}}' \
+  | grep -E '^trainyard-local/(kind-node|kind-node-tools|podnet|local-path-provisioner|local-path-helper):' \
+  | grep -v -- "$key" | xargs -r $docker rmi >/dev/null 2>&1 || true
 echo "$image"
