@@ -506,7 +506,7 @@ def test_pod_view_reads_a_real_pod_object() -> None:
                 }
             ],
             "containerStatuses": [
-                {"state": {"terminated": {"exitCode": 137, "message": "killed"}}}
+                {"name": "trainer", "state": {"terminated": {"exitCode": 137, "message": "killed"}}}
             ],
         },
     }
@@ -519,6 +519,27 @@ def test_pod_view_reads_a_real_pod_object() -> None:
     )
     assert view.created == T0
     assert PodView.from_object({"metadata": {"name": "x", "labels": {}}}) is None
+
+
+def test_the_trainer_status_is_found_by_name_behind_a_sidecar_sorted_first() -> None:
+    # a kubelet sorts containerStatuses by name: a podTemplate sidecar "a-proxy" comes first,
+    # and its clean exit must not hide the trainer's exit code or termination message
+    body = {
+        "metadata": {
+            "name": "j-worker-0",
+            "labels": {"trainyard.dev/job-name": "j", "trainyard.dev/worker-index": "0"},
+        },
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {"name": "a-proxy", "state": {"terminated": {"exitCode": 0, "message": "bye"}}},
+                {"name": "trainer", "state": {"terminated": {"exitCode": 3, "message": "bad"}}},
+            ],
+        },
+    }
+    view = PodView.from_object(body)
+    assert view is not None
+    assert (view.exit_code, view.termination_message) == (3, "bad")
 
 
 def test_conditions_follow_the_generation_of_the_spec_they_were_judged_against() -> None:

@@ -229,6 +229,8 @@ def build_status(record: PodRecord, observation: Observation, runner: str) -> di
         if state.state != "waiting":
             entry["containerID"] = f"trainyard-{runner}://{handle.uid}/{container['name']}"
         statuses.append(entry)
+    # as a kubelet reports them: sorted by container name, whatever the spec's order
+    statuses.sort(key=lambda entry: entry["name"])
     return {
         "phase": phase,
         "hostIP": handle.host_ip,

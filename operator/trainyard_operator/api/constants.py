@@ -25,6 +25,9 @@ MANAGED_BY: Final = "trainyard-operator"
 MASTER_PORT: Final = 29500
 METRICS_PORT: Final = 9400
 TERMINATION_LOG: Final = "/dev/termination-log"
+#: The worker pod's trainer container; sidecars from podTemplate sit beside it, and a kubelet
+#: reports containerStatuses sorted by name, so readers find it by this name, never by place.
+TRAINER_CONTAINER: Final = "trainer"
 OUTPUT_VOLUME: Final = "output"
 # torchrun under a thin launcher that keeps the workers' exit codes apart (torchrun itself
 # exits 1 for a bad config, a killed worker and a forwarded SIGTERM alike, which would make

@@ -23,6 +23,7 @@ from trainyard_operator.api.constants import (
     RESERVED_ENV,
     RESERVED_ENV_PREFIXES,
     TERMINATION_LOG,
+    TRAINER_CONTAINER,
 )
 from trainyard_operator.api.job import TrainingJob
 from trainyard_operator.builders.env import worker_env
@@ -30,7 +31,6 @@ from trainyard_operator.builders.meta import job_labels, owner_reference, worker
 from trainyard_operator.builders.podgroup import gang_membership
 from trainyard_operator.builders.settings import BuildSettings
 
-TRAINER_CONTAINER = "trainer"
 SHM_VOLUME = "dshm"
 RUN_AS_USER = 1000
 

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from trainyard_operator.api.constants import LABEL_JOB_NAME, LABEL_RESTART, LABEL_WORKER_INDEX
+from trainyard_operator.api.constants import (
+    LABEL_JOB_NAME,
+    LABEL_RESTART,
+    LABEL_WORKER_INDEX,
+    TRAINER_CONTAINER,
+)
 from trainyard_operator.status.times import parse_time
 
 # Container waiting reasons that mean the image will not arrive without a human's help.
@@ -104,9 +109,11 @@ class PodView:
         message = ""
         waiting = ""
         statuses = status.get("containerStatuses") or []
-        # The trainer is the first container; sidecars added through podTemplate come after.
-        if statuses:
-            state = statuses[0].get("state") or {}
+        # by name: a kubelet sorts statuses by container name, so a sidecar from podTemplate
+        # named before "trainer" comes first
+        trainer = next((s for s in statuses if s.get("name") == TRAINER_CONTAINER), None)
+        if trainer is not None:
+            state = trainer.get("state") or {}
             terminated = state.get("terminated")
             if terminated:
                 exit_code = int(terminated.get("exitCode", 0))
