@@ -340,8 +340,12 @@ class LocalCluster:
                 *serving,
                 f"--client-ca-file={pki.ca_cert}",
                 "--authorization-mode=RBAC",
-                # on by default already; named so that nobody turns them off by accident
-                "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,PodSecurity",
+                # the first three are on by default, named so nobody turns them off by accident;
+                # OwnerReferencesPermissionEnforcement is on in several distributions (OpenShift
+                # among them): a child with blockOwnerDeletion needs update on the owner's
+                # finalizers, which the operator's RBAC must grant
+                "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,PodSecurity,"
+                "OwnerReferencesPermissionEnforcement",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={pki.sa_pub}",
