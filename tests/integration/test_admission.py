@@ -54,6 +54,14 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
     "name-too-long": (manifest("x" * 49), "metadata.name may have at most 48 characters"),
     "name-not-dns-1035": (manifest("9lives"), "metadata.name must be a DNS-1035 label"),
     "workers-zero": (with_spec("workers", 0), "spec.workers"),
+    "cpu-zero": (with_spec("resources.cpu", "0"), "spec.resources.cpu must be greater than 0"),
+    "memory-zero": (
+        with_spec("resources.memory", "0Gi"),
+        "spec.resources.memory must be greater than 0",
+    ),
+    "queue-name-too-long": (with_spec("scheduling.queueName", "q" * 64), "queueName"),
+    "output-path-root": (with_spec("output.path", "/"), "spec.output.path must not be /"),
+    "output-path-proc": (with_spec("output.path", "/proc/x"), "spec.output.path must not be /"),
     "workers-over-1024": (with_spec("workers", 2000), "spec.workers"),
     "procs-not-auto": (with_spec("procsPerWorker", "four"), "spec.procsPerWorker"),
     "procs-over-gpus": (

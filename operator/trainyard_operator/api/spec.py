@@ -39,7 +39,13 @@ def _quantity(field: str) -> Any:
         min_length=1,
         max_length=64,
         json_schema_extra=validations(
-            cel("isQuantity(self)", f"{field} must be a Kubernetes quantity such as 1, 500m or 2Gi")
+            cel(
+                "isQuantity(self)", f"{field} must be a Kubernetes quantity such as 1, 500m or 2Gi"
+            ),
+            cel(
+                "!isQuantity(self) || quantity(self).isGreaterThan(quantity('0'))",
+                f"{field} must be greater than 0",
+            ),
         ),
     )
 
@@ -227,8 +233,22 @@ class OutputSpec(ApiModel):
     ] = ""
     """PersistentVolumeClaim mounted at path; "" uses an emptyDir (lost with the pods, so
     checkpoints survive a gang restart only on a PVC)."""
-    path: Annotated[str, Field(max_length=1024, pattern=r"^/.*")] = "/output"
-    """Mount path inside the worker containers (absolute)."""
+    path: Annotated[
+        str,
+        Field(
+            max_length=1024,
+            pattern=r"^/.*",
+            json_schema_extra=validations(
+                cel(
+                    "self != '/' && !['/dev', '/proc', '/sys'].exists(p, self == p"
+                    " || self.startsWith(p + '/'))",
+                    "spec.output.path must not be / nor under /dev, /proc or /sys (a volume"
+                    " there would hide what the container needs)",
+                )
+            ),
+        ),
+    ] = "/output"
+    """Mount path inside the worker containers (absolute; not /, /dev, /proc, /sys)."""
 
 
 class CheckpointSpec(ApiModel):
@@ -281,8 +301,12 @@ class Scheduling(ApiModel):
     gang: Literal["Auto", "Enabled", "Disabled"] = "Auto"
     """Auto: create a PodGroup (minMember = workers) when a PodGroup CRD (scheduler-plugins or
     Volcano) is installed; Enabled: require one; Disabled: never."""
-    queue_name: ShortString = ""
-    """Queue passed to Volcano (PodGroup spec.queue) and Kueue (kueue.x-k8s.io/queue-name)."""
+    # a label value (kueue.x-k8s.io/queue-name): at most 63 characters of that alphabet
+    queue_name: Annotated[
+        str, Field(max_length=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+    ] = ""
+    """Queue passed to Volcano (PodGroup spec.queue) and Kueue (kueue.x-k8s.io/queue-name);
+    a label value: at most 63 characters."""
 
 
 class PodTemplateMetadata(ApiModel):
