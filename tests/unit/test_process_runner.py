@@ -182,6 +182,20 @@ def test_failed_exit_falls_back_to_the_log_tail(runner: ProcessRunner, tmp_path:
     assert "loading" in (pod.work_dir / "trainer.log").read_text()
 
 
+def wait_for_text(path: Path, timeout: float = 60) -> str:
+    """The file's content once it exists and is not empty (a bound only against a hang)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            text = ""
+        if text.strip():
+            return text
+        assert time.monotonic() < deadline, f"{path} stayed empty for {timeout:.0f} s"
+        time.sleep(0.05)
+
+
 def test_deleting_a_pod_stops_its_process_tree(runner: ProcessRunner, tmp_path: Path) -> None:
     # the child ignores SIGTERM, so only the SIGKILL after the grace period ends it
     script = (
@@ -202,14 +216,14 @@ def test_deleting_a_pod_stops_its_process_tree(runner: ProcessRunner, tmp_path: 
     )
     runner.start(pod)
     log_path = pod.work_dir / "trainer.log"
-    deadline = time.monotonic() + 30
-    while not log_path.read_text().strip() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    child = int(log_path.read_text().split()[0])
-    leader = int((pod.work_dir / "trainer.pid").read_text())
-    assert runner.poll(pod).containers["trainer"].state == "running"
-
-    runner.stop(pod)
+    try:
+        # the log pump creates the file when the first line arrives, the runner the pid file
+        # when the process is up: wait for both, however busy the machine is
+        child = int(wait_for_text(log_path).split()[0])
+        leader = int(wait_for_text(pod.work_dir / "trainer.pid"))
+        assert runner.poll(pod).containers["trainer"].state == "running"
+    finally:
+        runner.stop(pod)  # never leave the tree running, whatever failed above
     scratch = pod.work_dir / "volumes" / "scratch"
     # the reaper thread removes the emptyDir just after the last process dies: wait for both
     deadline = time.monotonic() + 30
