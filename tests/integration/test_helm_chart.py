@@ -102,6 +102,8 @@ def test_defaults_render_the_operator_and_nothing_else() -> None:
         "Deployment",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     (deployment,) = by_kind(docs, "Deployment")
     spec = deployment["spec"]
