@@ -301,6 +301,7 @@ def test_shape_fields_change_only_while_suspended(kubectl: Kubectl, namespace: s
         {"trainer": {"epochs": 99}},
         {"resources": {"cpu": "2"}},
         {"env": [{"name": "A", "value": "1"}]},
+        {"podTemplate": {"spec": {"containers": [{"name": "trainer", "image": "me/evil:1"}]}}},
     ):
         field = next(iter(change))
         rejected = _patch(kubectl, namespace, change)

@@ -345,6 +345,8 @@ IMMUTABLE_WHILE_RUNNING = (
     "compression",
     "output",
     "checkpoint",
+    # it can swap the image, the command or the volumes as surely as the fields above
+    "podTemplate",
 )
 
 
