@@ -59,6 +59,14 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
         with_spec("resources.memory", "0Gi"),
         "spec.resources.memory must be greater than 0",
     ),
+    "scheduling-timeout-huge": (
+        with_spec("runPolicy.schedulingTimeoutSeconds", 10**14),
+        "spec.runPolicy.schedulingTimeoutSeconds",
+    ),
+    "ttl-huge": (
+        with_spec("runPolicy.ttlSecondsAfterFinished", 10**12),
+        "spec.runPolicy.ttlSecondsAfterFinished",
+    ),
     "queue-name-too-long": (with_spec("scheduling.queueName", "q" * 64), "queueName"),
     "output-path-root": (with_spec("output.path", "/"), "spec.output.path must not be /"),
     "output-path-proc": (with_spec("output.path", "/proc/x"), "spec.output.path must not be /"),

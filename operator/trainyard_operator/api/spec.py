@@ -30,6 +30,9 @@ MAX_PROCS_PER_WORKER = 64
 
 # Sizes that bound the API server's CEL cost estimate (and keep objects reasonable).
 ShortString = Annotated[str, Field(max_length=253)]
+#: Every duration a spec may set is at most a year: longer means "never" to a user, and
+#: unbounded values overflow the operator's time arithmetic (a timedelta tops out near 1e14 s).
+MAX_DURATION_SECONDS = 366 * 24 * 3600
 LongString = Annotated[str, Field(max_length=4096)]
 
 
@@ -150,7 +153,7 @@ class TrainerConfig(ApiModel):
     """Training precision (autocast). fp16 needs a GPU."""
     strategy: Literal["ddp", "fsdp"] = "ddp"
     """Data-parallel strategy: DistributedDataParallel or FSDP2 (fully_shard)."""
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     """Seed for model init, data order and dropout."""
 
 
@@ -271,17 +274,17 @@ class RunPolicy(ApiModel):
     backoff_limit: Annotated[int, Field(ge=0, le=1000)] = 3
     """Whole-gang restarts on failure before the job fails (reason BackoffLimitExceeded);
     restarts after a disruption (status.disruptions) do not count."""
-    active_deadline_seconds: Annotated[int | None, Field(ge=1)] = None
+    active_deadline_seconds: Annotated[int | None, Field(ge=1, le=MAX_DURATION_SECONDS)] = None
     """Seconds from start after which the job fails (reason DeadlineExceeded)."""
-    ttl_seconds_after_finished: Annotated[int | None, Field(ge=0)] = None
+    ttl_seconds_after_finished: Annotated[int | None, Field(ge=0, le=MAX_DURATION_SECONDS)] = None
     """Delete the job this many seconds after it Succeeded or Failed."""
     clean_pod_policy: Literal["All", "Running", "None"] = "Running"
     """Pods deleted when the job finishes: All, only those still Running, or None."""
-    scheduling_timeout_seconds: Annotated[int, Field(ge=1)] = 600
+    scheduling_timeout_seconds: Annotated[int, Field(ge=1, le=MAX_DURATION_SECONDS)] = 600
     """A worker unschedulable, failing to pull its image or refused by the API server
     (quota, Pod Security) this long fails the job (reasons Unschedulable, ImagePullFailed,
     PodCreateFailed)."""
-    progress_deadline_seconds: Annotated[int | None, Field(ge=1)] = None
+    progress_deadline_seconds: Annotated[int | None, Field(ge=1, le=MAX_DURATION_SECONDS)] = None
     """No training progress this long while Running restarts the gang (hang watchdog)."""
 
 
