@@ -97,6 +97,16 @@ class KubeClient:
         """Create a pod; False when one of that name already exists."""
         return await self._create(self._core.create_namespaced_pod, namespace, body)
 
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The pod as stored now; None when there is none of that name."""
+        try:
+            response = await self._call("get", self._core.read_namespaced_pod, name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return _json(response)
+
     async def create_service(self, namespace: str, body: Mapping[str, Any]) -> bool:
         """Create a Service; False when it already exists."""
         return await self._create(self._core.create_namespaced_service, namespace, body)

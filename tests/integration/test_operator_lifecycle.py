@@ -134,3 +134,44 @@ def test_cluster_wide_operator_serves_every_namespace(
             jobs.wait_phase("anywhere", "Running")
     finally:
         rbac.delete_cluster_role_binding(binding)
+
+
+def test_a_job_recreated_after_an_orphaning_delete_does_not_adopt_the_old_pods(
+    operator: OperatorProcess, jobs: Jobs, kubectl: Kubectl, namespace: str
+) -> None:
+    def job(accuracy: float) -> None:
+        jobs.create(
+            "again",
+            workers=2,
+            pod_annotations={
+                "fake.trainyard.dev/run-seconds": "1",
+                "fake.trainyard.dev/termination-message": json.dumps(
+                    {**RESULTS, "accuracy": accuracy}
+                ),
+            },
+        )
+
+    job(0.5)
+    assert jobs.wait_phase("again", "Succeeded")["results"]["accuracy"] == 0.5
+    first_uid = jobs.get("again")["metadata"]["uid"]  # type: ignore[index]
+    done = kubectl("delete", "tj", "again", "-n", namespace, "--cascade=orphan", "--wait")
+    assert done.returncode == 0, done.stderr
+    # the garbage collector strips the owner references: the old pods stay, owned by nobody
+    wait_for(
+        "the old pods to be orphaned",
+        lambda: all(not p["metadata"].get("ownerReferences") for p in jobs.pods("again")),
+    )
+    assert len(jobs.pods("again")) == 2
+
+    job(0.9)
+    status = jobs.wait_phase("again", "Succeeded", timeout=120)
+    # the new job's own workers ran: their results, not the old pods' stale ones
+    assert status["results"]["accuracy"] == 0.9
+    new_uid = jobs.get("again")["metadata"]["uid"]  # type: ignore[index]
+    assert new_uid != first_uid
+    owners = {
+        ref["uid"] for p in jobs.pods("again") for ref in p["metadata"].get("ownerReferences", [])
+    }
+    assert owners == {new_uid}
+    kind, _, message = jobs.wait_event("again", "StrayWorkersRemoved")
+    assert kind == "Warning" and "again-worker-0" in message and "again-worker-1" in message

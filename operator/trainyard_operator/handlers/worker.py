@@ -38,6 +38,7 @@ from trainyard_operator.handlers.progress import read_progress
 from trainyard_operator.handlers.runtime import JobKey, Runtime
 from trainyard_operator.status import CreateFailure, Plan, PodView, reconcile
 from trainyard_operator.status.conditions import get_condition
+from trainyard_operator.status.ownership import Ownership, sort_by_owner
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class JobWorker:
         # PodGroup they need; quota, Pod Security…), fed back into reconcile so the status
         # says why the workers are missing.
         self._refusal: CreateFailure | None = None
+        # UIDs of stray pods (this job's name, another owner) already reported in an event
+        self._strays_reported: set[str] = set()
         self.task = asyncio.create_task(self._loop(), name=f"trainingjob {key[0]}/{key[1]}")
 
     # --- inputs from the watch ---------------------------------------------------------------
@@ -125,7 +128,8 @@ class JobWorker:
             return None
         if job.deletion_timestamp:
             return None
-        pods = rt.pods_of(self.key)
+        ownership = sort_by_owner(rt.pods_of(self.key), job.uid, frozenset(self._strays_reported))
+        pods = ownership.own
         self._forget_confirmed(pods)
         now = datetime.now(UTC)
         progress = await self._progress(job, pods)
@@ -154,6 +158,7 @@ class JobWorker:
             log.info("ttlSecondsAfterFinished passed: deleting %s/%s", *self.key)
             await rt.client.delete_job(job.namespace, job.name, job.uid)
             return None
+        await self._remove_strays(job, ownership)
         try:
             if plan.ensure_children and self._children_for != job.uid:
                 await self._ensure_children(job, plan.gang)
@@ -223,6 +228,19 @@ class JobWorker:
             )
         self._children_for = job.uid
 
+    async def _remove_strays(self, job: TrainingJob, ownership: Ownership) -> None:
+        rt = self.runtime
+        if ownership.event is not None:
+            event = ownership.event
+            await rt.client.post_event(self.body, event.type, event.reason, event.message)
+            log.warning("%s/%s: %s", job.namespace, job.name, event.message)
+            self._strays_reported.update(
+                p.uid for p in rt.pods_of(self.key) if p.owner_uid != job.uid
+            )
+        await asyncio.gather(
+            *(rt.client.delete_pod(job.namespace, r.name, r.uid) for r in ownership.delete)
+        )
+
     async def _delete(self, job: TrainingJob, plan: Plan) -> None:
         now = time.monotonic()
         todo = [ref for ref in plan.delete_pods if ref.uid not in self._deleted]
@@ -253,6 +271,11 @@ class JobWorker:
         )
         refused: RejectedError | None = None
         for i, result in zip(todo, results, strict=True):
+            if result is False and not await self._taken_by_us(job, names[i]):
+                # 409: a stray of another owner holds the name; its deletion (a pod event)
+                # wakes this worker to try again
+                self._created.pop((names[i], plan.gang), None)
+                log.info("%s: name taken by a pod of another owner, waiting", names[i])
             if isinstance(result, BaseException):
                 # Forget the expectation so the next pass tries again.
                 self._created.pop((names[i], plan.gang), None)
@@ -267,7 +290,16 @@ class JobWorker:
         if any(isinstance(r, BaseException) for r in results):
             raise RuntimeError(f"could not create every worker of {job.namespace}/{job.name}")
         self._refusal = None
-        return True
+        return any(r is True for r in results)
+
+    async def _taken_by_us(self, job: TrainingJob, name: str) -> bool:
+        """After a 409: is the pod of that name this job's own (a creation the watch has not
+        shown yet) rather than someone else's?"""
+        existing = await self.runtime.client.get_pod(job.namespace, name)
+        if existing is None:
+            return False
+        view = PodView.from_object(existing)
+        return view is not None and view.owner_uid == job.uid
 
     def _note_refusal(self, attempt: int, err: RejectedError, *, what: str) -> NoReturn:
         """Remember the refusal for the next pass (since the first one of this attempt)."""

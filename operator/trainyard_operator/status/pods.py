@@ -55,6 +55,8 @@ class PodView:
     disruption: str | None = None
     """"<reason>: <message>" of a DisruptionTarget=True condition: the pod is being taken
     away (eviction, preemption, its node's taint or shutdown) rather than failing by itself."""
+    owner_uid: str = ""
+    """UID of the pod's controller ownerReference ("" when it has none: orphaned)."""
 
     @property
     def deleting(self) -> bool:
@@ -123,6 +125,9 @@ class PodView:
                 waiting = str(waiting_state.get("reason") or "")
         created = meta.get("creationTimestamp")
         deleted = meta.get("deletionTimestamp")
+        owner: Mapping[str, Any] = next(
+            (ref for ref in meta.get("ownerReferences") or [] if ref.get("controller")), {}
+        )
         return cls(
             name=str(meta.get("name", "")),
             uid=str(meta.get("uid", "")),
@@ -140,4 +145,5 @@ class PodView:
             waiting_reason=waiting,
             unschedulable=unschedulable,
             disruption=disruption,
+            owner_uid=str(owner.get("uid") or ""),
         )
