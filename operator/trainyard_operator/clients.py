@@ -59,15 +59,25 @@ def _server_message(err: ApiException) -> str:
 class KubeClient:
     """Async access to the few API calls the operator makes."""
 
-    def __init__(self, api: client.ApiClient, metrics: OperatorMetrics, concurrency: int) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        metrics: OperatorMetrics,
+        concurrency: int,
+        *,
+        timeout: float = 30.0,
+    ) -> None:
         self._api = api
+        self._timeout = timeout
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self._metrics = metrics
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="kube-api")
 
     @classmethod
-    def from_environment(cls, metrics: OperatorMetrics, concurrency: int) -> KubeClient:
+    def from_environment(
+        cls, metrics: OperatorMetrics, concurrency: int, *, timeout: float = 30.0
+    ) -> KubeClient:
         """In-cluster credentials when running in a pod, else $KUBECONFIG (or ~/.kube/config)."""
         configuration = client.Configuration()
         try:
@@ -76,7 +86,7 @@ class KubeClient:
             config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         # One connection per thread, so concurrent calls never queue on the urllib3 pool.
         configuration.connection_pool_maxsize = concurrency
-        return cls(client.ApiClient(configuration), metrics, concurrency)
+        return cls(client.ApiClient(configuration), metrics, concurrency, timeout=timeout)
 
     def close(self) -> None:
         """Stop the thread pool and close connections."""
@@ -87,6 +97,8 @@ class KubeClient:
         """Run one API call on the pool; returns the raw response body."""
         self._metrics.api_requests.labels(verb=verb).inc()
         loop = asyncio.get_running_loop()
+        # every request is bounded: connect and each read of the answer
+        kwargs.setdefault("_request_timeout", self._timeout)
         return await loop.run_in_executor(
             self._pool, partial(_raw, fn, *args, _preload_content=False, **kwargs)
         )

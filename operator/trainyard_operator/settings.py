@@ -36,6 +36,10 @@ class OperatorSettings(BaseSettings):
     """TRAINYARD_PROGRESS_TIMEOUT_SECONDS: timeout of one metrics read."""
     api_concurrency: Annotated[int, Field(ge=1, le=256)] = 16
     """TRAINYARD_API_CONCURRENCY: API calls in flight at once (client threads)."""
+    api_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    """TRAINYARD_API_TIMEOUT_SECONDS: the longest one API request (not a watch) may take;
+    a request that hangs (an API server cut off mid-answer) fails and is retried instead of
+    holding a client thread, and the job it serves, forever."""
 
     @field_validator("namespaces", mode="before")
     @classmethod

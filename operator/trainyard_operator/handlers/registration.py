@@ -51,7 +51,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
     config: OperatorSettings = memo["settings"]
     metrics: OperatorMetrics = memo["metrics"]
-    client = KubeClient.from_environment(metrics, config.api_concurrency)
+    client = KubeClient.from_environment(
+        metrics, config.api_concurrency, timeout=config.api_timeout_seconds
+    )
     http = aiohttp.ClientSession()
     flavor = await client.pod_group_flavor()
     runtime = Runtime(
