@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from integration.operator_fixtures import Jobs, condition
+from integration.operator_fixtures import Jobs, condition, wait_for
 from trainyard_local.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.integration
@@ -126,3 +126,26 @@ def test_a_restart_held_up_by_a_pod_that_will_not_go_says_why(
         jobs.core.patch_namespaced_pod("held-worker-1", jobs.namespace, release)
     jobs.wait_pods("held", 2, restart=1)
     jobs.wait_phase("held", "Running")
+
+
+def test_a_deleted_headless_service_comes_back_with_the_next_gang(
+    operator: OperatorProcess, jobs: Jobs
+) -> None:
+    jobs.create("dns", workers=2, runPolicy={"restartPolicy": "OnFailure", "backoffLimit": 3})
+    jobs.wait_pods("dns", 2, restart=0)
+    jobs.core.delete_namespaced_service("dns", jobs.namespace)
+    wait_for("the Service to be gone", lambda: not service_exists(jobs, "dns"))
+    # the next gang's workers find each other through it: it is ensured again
+    kill_worker(jobs, "dns", 0, 137)
+    jobs.wait_pods("dns", 2, restart=1)
+    wait_for("the Service to be back", lambda: service_exists(jobs, "dns"))
+
+
+def service_exists(jobs: Jobs, name: str) -> bool:
+    try:
+        jobs.core.read_namespaced_service(name, jobs.namespace)
+    except client.ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return True

@@ -60,7 +60,9 @@ class JobWorker:
         self.wake.set()
         self._created: dict[tuple[str, int], float] = {}
         self._deleted: dict[str, float] = {}
-        self._children_for: str | None = None
+        # (job uid, gang attempt) whose Service and PodGroup were last ensured: each new gang
+        # ensures them again, so a Service deleted by hand comes back with the next gang
+        self._children_for: tuple[str, int] | None = None
         self._last_read = 0.0
         self._timed_running = False
         self._invalid_generation: int | None = None
@@ -160,7 +162,7 @@ class JobWorker:
             return None
         await self._remove_strays(job, ownership)
         try:
-            if plan.ensure_children and self._children_for != job.uid:
+            if plan.ensure_children and self._children_for != (job.uid, plan.gang):
                 await self._ensure_children(job, plan.gang)
             await self._delete(job, plan)
             created = await self._create(job, plan)
@@ -226,7 +228,7 @@ class JobWorker:
                 "scheduling.gang is Enabled but no PodGroup API (scheduler-plugins or Volcano) "
                 "is installed; pods are scheduled one by one",
             )
-        self._children_for = job.uid
+        self._children_for = (job.uid, attempt)
 
     async def _remove_strays(self, job: TrainingJob, ownership: Ownership) -> None:
         rt = self.runtime
