@@ -62,3 +62,19 @@ def test_sigterm_saves_a_checkpoint_and_exits_143_within_10s(trainer) -> None:
     # Saved at the step where the signal landed, not just the last epoch boundary.
     assert (state["epoch"], state["step_in_epoch"]) > (2, 0)
     assert "[checkpoint] saved " + newest.name in run.text
+
+
+def test_a_changed_config_on_the_same_volume_starts_fresh_and_says_why(trainer) -> None:
+    short = {"trainer": {**DIGITS, "epochs": 2, "seed": 7}, "checkpoint": {"everyEpochs": 1}}
+    first = trainer(short, name="shared")
+    assert first.finish() == 0, first.text
+    # the same job name and volume, another learning rate: the old checkpoints are not its own
+    changed = {**short, "trainer": {**short["trainer"], "learningRate": 0.01}}
+    again = trainer(changed, name="shared")
+    assert again.finish() == 0, again.text
+    assert again.results()["resumedFrom"] is None
+    assert "[checkpoint] starting fresh" in again.text and "[train] epoch 1/2" in again.text
+    # the unchanged config still resumes from its own
+    same = trainer(short, name="shared")
+    assert same.finish() == 0, same.text
+    assert same.results()["resumedFrom"]

@@ -8,10 +8,18 @@ state (dropout and data order continue exactly). Only global rank 0 writes; it w
 temporary file in the same directory and renames it, so a crash mid-write never leaves a
 torn checkpoint behind. `train.py` decides when to save; this module decides how.
 Files hold only tensors and plain values, so they load with `weights_only=True`.
+
+Checkpoints are keyed by who wrote them: the file name ends in a fingerprint of the job's
+namespace and name and of its `spec.trainer` (`fingerprint`), so two jobs sharing one
+volume, a job re-created under the same name with other hyperparameters, or two local runs
+of different configs never resume from (or rotate away) each other's checkpoints. A run
+that finds only other fingerprints starts fresh and says so.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import re
@@ -22,7 +30,15 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-_NAME = re.compile(r"^ckpt-e(\d{5})-s(\d{7})\.pt$")
+_NAME = re.compile(r"^ckpt-e(\d{5})-s(\d{7})-([0-9a-f]{12})\.pt$")
+
+
+def fingerprint(namespace: str, job: str, trainer: Any) -> str:
+    """12 hex digits naming a job's identity and training config (a dataclass)."""
+    canonical = json.dumps(
+        {"namespace": namespace, "job": job, "trainer": asdict(trainer)}, sort_keys=True
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -105,26 +121,35 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 class Checkpointer:
-    """Saves and finds checkpoints in `<output>/checkpoints`."""
+    """Saves and finds this run's checkpoints (its fingerprint) in `<output>/checkpoints`."""
 
-    def __init__(self, directory: Path, every_epochs: int, keep: int) -> None:
+    def __init__(self, directory: Path, every_epochs: int, keep: int, key: str) -> None:
         self.directory = directory
         self.every_epochs = every_epochs
         self.keep = keep
+        self.key = key
 
     def due(self, epoch: int, total: int) -> bool:
         """Save after this (1-based) epoch? Always after the last one."""
         return epoch % self.every_epochs == 0 or epoch == total
 
-    def paths(self) -> list[Path]:
-        """Existing checkpoints, oldest first (names sort by epoch, then step)."""
+    def _all(self) -> list[tuple[Path, str]]:
         if not self.directory.is_dir():
             return []
-        return sorted(p for p in self.directory.iterdir() if _NAME.match(p.name))
+        found = ((p, _NAME.match(p.name)) for p in self.directory.iterdir())
+        return sorted((p, m.group(3)) for p, m in found if m)
+
+    def paths(self) -> list[Path]:
+        """This run's checkpoints, oldest first (names sort by epoch, then step)."""
+        return [p for p, key in self._all() if key == self.key]
+
+    def foreign(self) -> list[Path]:
+        """Checkpoints in the directory written by another job or another config."""
+        return [p for p, key in self._all() if key != self.key]
 
     def save(self, payload: dict[str, Any], state: TrainState) -> Path:
         """Write one checkpoint and delete all but the newest `keep`."""
-        name = f"ckpt-e{state.epoch:05d}-s{state.step_in_epoch:07d}.pt"
+        name = f"ckpt-e{state.epoch:05d}-s{state.step_in_epoch:07d}-{self.key}.pt"
         path = self.directory / name
         atomic_save({**payload, "state": state.to_dict()}, path)
         for old in self.paths()[: -self.keep]:

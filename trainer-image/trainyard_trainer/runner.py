@@ -28,7 +28,13 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from trainyard_trainer.artifacts import save_dense
-from trainyard_trainer.checkpoint import Checkpointer, TrainState, capture_rng, restore_rng
+from trainyard_trainer.checkpoint import (
+    Checkpointer,
+    TrainState,
+    capture_rng,
+    fingerprint,
+    restore_rng,
+)
 from trainyard_trainer.compression import run_stages
 from trainyard_trainer.compression.base import StageContext, cpu_latency_ms
 from trainyard_trainer.config import JobConfig
@@ -107,12 +113,21 @@ def run_job(cfg: JobConfig, bundle: DataBundle, ctx: DistContext, stop: StopSign
         optimizer, T_max=max(1, t.epochs * steps_per_epoch)
     )
     checkpointer = Checkpointer(
-        output / "checkpoints", cfg.checkpoint.every_epochs, cfg.checkpoint.keep
+        output / "checkpoints",
+        cfg.checkpoint.every_epochs,
+        cfg.checkpoint.keep,
+        fingerprint(cfg.namespace, cfg.job, t),
     )
     full = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
     state = TrainState()
     found = checkpointer.load_latest() if ctx.is_main else None
+    if ctx.is_main and found is None and (others := checkpointer.foreign()):
+        progress.log(
+            f"[checkpoint] starting fresh: the {len(others)} checkpoint(s) in "
+            f"{checkpointer.directory} were written by another job or another spec.trainer "
+            f"(fingerprint {checkpointer.key} is {cfg.namespace}/{cfg.job} with this config)"
+        )
     resumed = broadcast_object((found[0].name, found[1]) if found is not None else None, ctx.device)
     resumed_from = None
     if resumed is not None:
