@@ -330,6 +330,30 @@ def test_shape_fields_change_only_while_suspended(kubectl: Kubectl, namespace: s
     assert stored["spec"]["runPolicy"]["backoffLimit"] == 5
 
 
+def test_a_plain_sidecar_passes_a_restricted_namespace(
+    kubectl: Kubectl, restricted_namespace: str
+) -> None:
+    """A sidecar and an init container that set no securityContext get the restricted
+    defaults the trainer has, so the worker pod is admitted where Pod Security is enforced."""
+    plain = {"image": "registry.local/tool:1", "command": ["sleep", "infinity"]}
+    body = manifest(
+        "sidecar",
+        workers=1,
+        podTemplate={
+            "spec": {
+                "containers": [{"name": "a-proxy", **plain}],
+                "initContainers": [{"name": "fetch", **plain}],
+            }
+        },
+    )
+    job = _create_job(kubectl, restricted_namespace, body)
+    pod = worker_pod(job, 0, 0, BuildSettings(trainer_image="registry.local/trainer:test"))
+    done = kubectl(
+        "create", "--dry-run=server", "-n", restricted_namespace, "-f", "-", input=json.dumps(pod)
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def _create_job(kubectl: Kubectl, namespace: str, body: dict[str, Any]) -> TrainingJob:
     done = kubectl("apply", "-n", namespace, "-o", "json", "-f", "-", input=json.dumps(body))
     assert done.returncode == 0, done.stderr

@@ -41,6 +41,14 @@ PROTECTED_POD_FIELDS = ("hostname", "subdomain", "restartPolicy")
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
 
+#: What the restricted Pod Security profile asks of every container; the trainer has it,
+#: and sidecars or init containers from spec.podTemplate get it wherever they set nothing.
+RESTRICTED_CONTAINER_DEFAULTS: Mapping[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+}
+
 def _resources(job: TrainingJob) -> dict[str, Any]:
     res = job.spec.resources
     amounts: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
@@ -89,9 +97,7 @@ def _container(
         # A trainer that dies before writing its message still leaves the log's tail.
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
+            **copy.deepcopy(RESTRICTED_CONTAINER_DEFAULTS),
             # torch and the data loaders write caches under $HOME and /tmp.
             "readOnlyRootFilesystem": False,
         },
@@ -225,4 +231,18 @@ def merge_overrides(pod_spec: dict[str, Any], override: Mapping[str, Any]) -> di
         else:
             containers.append(copy.deepcopy(dict(extra)))
     merged["containers"] = containers
+    # sidecars and init containers from the podTemplate get the worker's restricted defaults
+    # under their own settings, so a plain sidecar passes a restricted namespace too
+    for i in range(1, len(containers)):
+        containers[i] = _restricted_by_default(containers[i])
+    if override.get("initContainers"):
+        merged["initContainers"] = [_restricted_by_default(c) for c in merged["initContainers"]]
     return merged
+
+
+def _restricted_by_default(container: Mapping[str, Any]) -> dict[str, Any]:
+    """The container with the restricted profile's settings wherever it sets none itself."""
+    out = dict(container)
+    own = container.get("securityContext") or {}
+    out["securityContext"] = {**copy.deepcopy(RESTRICTED_CONTAINER_DEFAULTS), **own}
+    return out
