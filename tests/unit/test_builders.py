@@ -302,7 +302,16 @@ def test_pod_template_overrides_merge_without_breaking_the_contract() -> None:
     assert env["EXTRA"] == "1"
     assert env["WORLD_SIZE"] == "1"
     assert [e["name"] for e in trainer["env"]].count("WORLD_SIZE") == 1
-    assert sidecar == {"name": "sidecar", "image": "busybox"}
+    assert sidecar == {
+        "name": "sidecar",
+        "image": "busybox",
+        # the restricted profile's settings, as the trainer has them
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+        },
+    }
 
 
 def test_builders_do_not_share_state_between_calls() -> None:

@@ -49,6 +49,7 @@ RESTRICTED_CONTAINER_DEFAULTS: Mapping[str, Any] = {
     "runAsNonRoot": True,
 }
 
+
 def _resources(job: TrainingJob) -> dict[str, Any]:
     res = job.spec.resources
     amounts: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
