@@ -31,6 +31,16 @@ async def serve(handler: Handler) -> tuple[web.AppRunner, int]:
     return runner, port
 
 
+async def read_from(handler: Handler) -> object:
+    """What the operator's reader makes of an endpoint served by `handler`."""
+    runner, port = await serve(handler)
+    try:
+        async with aiohttp.ClientSession() as session:
+            return await read_progress(session, "127.0.0.1", 60, port=port)
+    finally:
+        await runner.cleanup()
+
+
 def test_a_redirect_is_not_followed() -> None:
     asked: list[str] = []
 
@@ -44,12 +54,9 @@ def test_a_redirect_is_not_followed() -> None:
         async def redirect(request: web.Request) -> web.StreamResponse:
             raise web.HTTPFound(f"http://127.0.0.1:{target_port}/metrics")
 
-        runner, port = await serve(redirect)
         try:
-            async with aiohttp.ClientSession() as session:
-                return await read_progress(session, "127.0.0.1", 10, port=port)
+            return await read_from(redirect)
         finally:
-            await runner.cleanup()
             await target_runner.cleanup()
 
     assert asyncio.run(main()) is None
@@ -70,15 +77,7 @@ def test_an_endless_body_is_cut_off_at_the_cap() -> None:
             sent += len(line)
         return response
 
-    async def main() -> object:
-        runner, port = await serve(endless)
-        try:
-            async with aiohttp.ClientSession() as session:
-                return await read_progress(session, "127.0.0.1", 60, port=port)
-        finally:
-            await runner.cleanup()
-
-    assert asyncio.run(main()) is None
+    assert asyncio.run(read_from(endless)) is None
     # the reader stopped at the cap: the server could write little beyond what sockets buffer
     assert sent < 64 * MAX_BODY_BYTES, f"{sent} bytes sent before the reader hung up"
 
@@ -87,12 +86,4 @@ def test_a_normal_page_still_gives_progress() -> None:
     async def page(request: web.Request) -> web.StreamResponse:
         return web.Response(text=PAGE)
 
-    async def main() -> object:
-        runner, port = await serve(page)
-        try:
-            async with aiohttp.ClientSession() as session:
-                return await read_progress(session, "127.0.0.1", 10, port=port)
-        finally:
-            await runner.cleanup()
-
-    assert asyncio.run(main()) is not None
+    assert asyncio.run(read_from(page)) is not None
