@@ -244,14 +244,14 @@ class KindPath:
             step="helm uninstall",
         )
 
-    def up(self) -> None:
+    def up(self, *chart_values: str) -> None:
         """Everything `make demo-kind` needs before it applies a job."""
         self.prepare_host()
         node_image = self.node_image()
         self.build_images()
         self.create(node_image)
         self.load_images()
-        self.install_chart()
+        self.install_chart(*chart_values)
 
     def delete(self) -> None:
         if shutil.which("docker") is None:
@@ -284,7 +284,17 @@ def main(argv: list[str] | None = None) -> int:
             print(path.kubeconfig)
             return 0
         began = time.monotonic()
-        path.up()
+        # the demo's job trains in seconds: read worker 0's progress every second, as the
+        # embedded demo does, so the live view moves (the chart's default is 5 s)
+        live = (
+            [
+                "--set=operator.extraEnv[0].name=TRAINYARD_PROGRESS_INTERVAL_SECONDS",
+                "--set-string=operator.extraEnv[0].value=1",
+            ]
+            if args.command == "demo"
+            else []
+        )
+        path.up(*live)
         if args.command == "up":
             console.log(f"kubeconfig: {path.kubeconfig}")
             return 0
