@@ -52,6 +52,8 @@ def test_checkpoints_of_another_job_or_config_are_neither_loaded_nor_rotated(
         tmp_path, 1, 1, fingerprint("ns", "job", TrainerConfig(learning_rate=0.1))
     )
     assert len({KEY, other_job.key, changed.key}) == 3
+    # more epochs is the same run, continued
+    assert fingerprint("ns", "job", TrainerConfig(epochs=99)) == KEY
     other_job.save({}, TrainState(epoch=7))
     changed.save({}, TrainState(epoch=9))
     mine = Checkpointer(tmp_path, 1, 1, KEY)

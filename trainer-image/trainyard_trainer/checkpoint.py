@@ -10,7 +10,7 @@ torn checkpoint behind. `train.py` decides when to save; this module decides how
 Files hold only tensors and plain values, so they load with `weights_only=True`.
 
 Checkpoints are keyed by who wrote them: the file name ends in a fingerprint of the job's
-namespace and name and of its `spec.trainer` (`fingerprint`), so two jobs sharing one
+namespace and name and of its `spec.trainer` but epochs (`fingerprint`), so two jobs sharing one
 volume, a job re-created under the same name with other hyperparameters, or two local runs
 of different configs never resume from (or rotate away) each other's checkpoints. A run
 that finds only other fingerprints starts fresh and says so.
@@ -34,10 +34,14 @@ _NAME = re.compile(r"^ckpt-e(\d{5})-s(\d{7})-([0-9a-f]{12})\.pt$")
 
 
 def fingerprint(namespace: str, job: str, trainer: Any) -> str:
-    """12 hex digits naming a job's identity and training config (a dataclass)."""
-    canonical = json.dumps(
-        {"namespace": namespace, "job": job, "trainer": asdict(trainer)}, sort_keys=True
-    )
+    """12 hex digits naming a job's identity and training config (a dataclass).
+
+    `epochs` is left out: the same run given more epochs continues where it stopped (train
+    longer); every other field (model, data, batch size, optimizer, learning rate, precision,
+    strategy, seed) makes it another run.
+    """
+    config = {k: v for k, v in asdict(trainer).items() if k != "epochs"}
+    canonical = json.dumps({"namespace": namespace, "job": job, "trainer": config}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 

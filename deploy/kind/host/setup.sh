@@ -31,8 +31,10 @@ if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
     || fail "apt-get install ${missing[*]} failed"
 fi
 
-if docker info >/dev/null 2>&1; then
-  if [ "$full_caps" = 0 ] && ! docker info 2>/dev/null | grep -q 'Default Runtime: trainyard-runc'; then
+if info="$(docker info 2>/dev/null)"; then
+  # (the output is read whole first: `docker info | grep -q` under pipefail fails whenever
+  # grep exits before docker has written everything)
+  if [ "$full_caps" = 0 ] && ! grep -q 'Default Runtime: trainyard-runc' <<<"$info"; then
     fail "this host's capability bounding set ($bounding) lacks capabilities Docker gives privileged containers, and the running dockerd was not started with the wrapper runtime: stop it and run this script again (docs/kind.md)"
   fi
   exit 0

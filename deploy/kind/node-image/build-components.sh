@@ -69,7 +69,7 @@ kube_bin="$("$here/../../local/build-binaries.sh" kubeadm kubelet kube-proxy kub
 # the image versions kubeadm of this release expects; one source: kubeadm itself
 images="$("$kube_bin/kubeadm" config images list --kubernetes-version "$KUBE_VERSION" 2>/dev/null)" \
   || fail "kubeadm config images list failed"
-tag_of() { printf '%s\n' "$images" | grep "/$1:" | head -1 | sed 's/.*://'; }
+tag_of() { printf '%s\n' "$images" | grep -m1 "/$1:" | sed 's/.*://'; }
 ETCD_TAG="$(tag_of etcd)"; COREDNS_TAG="$(tag_of coredns)"; PAUSE_TAG="$(tag_of pause)"
 etcd_version="v${ETCD_TAG%-*}"
 
