@@ -100,10 +100,10 @@ class KindPath:
     def kubeconfig(self) -> Path:
         return self.home / self.name / "kubeconfig"
 
-    def _step(self, label: str, argv: list[str], **kwargs: object) -> str:
+    def _step(self, label: str, argv: list[str], env: dict[str, str] | None = None) -> str:
         began = time.monotonic()
         self.console.log(f"{label} …")
-        out = run(argv, step=label, **kwargs)  # type: ignore[arg-type]
+        out = run(argv, step=label, env=env)
         self.timings[label] = time.monotonic() - began
         self.console.log(f"{label}: {self.timings[label]:.0f} s")
         return out
