@@ -96,6 +96,8 @@ sed -i -e '/^\[proxy_plugins\]/,/^  address = /d' \
        "$root/etc/containerd/config.toml"
 # A host whose capability bounding set lacks CAP_SYS_RESOURCE cannot lower oom_score_adj:
 # restrict it to the shim's own value (what kind does for rootless nodes) instead of failing.
+# Set on every host: the image is built once, and elsewhere it only keeps pods from going
+# below containerd's own score.
 sed -i 's|restrict_oom_score_adj = false|restrict_oom_score_adj = true|' "$root/etc/containerd/config.toml"
 for b in containerd containerd-shim-runc-v2 ctr crictl; do install -m 0755 "$bin/$b" "$root/usr/local/bin/$b"; done
 install -m 0755 "$bin/runc" "$root/usr/local/sbin/runc"
@@ -121,13 +123,14 @@ chmod 0755 "$root/kind" "$root/kind/bin"
 tools_tar="$(rootfs_of kind-node-tools "iptables,nftables,conntrack,iproute2,ca-certificates")"
 tools="trainyard-local/kind-node-tools:$key"
 $docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "$tools_tar" "$tools" >/dev/null
-# image NAME DOCKERFILE-LINES...: a one-off build whose context holds the binaries
+# the build context of the one-off images below: the binaries and podnet
 ctx="$work/ctx"; mkdir -p "$ctx"
 buildkit_docker="$("$here/../../images/buildkit-docker.sh")"
 for b in kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl etcd coredns pause local-path-provisioner; do
   cp "$(readlink -f "$bin/$b")" "$ctx/$b"
 done
 cp "$here/podnet.sh" "$ctx/podnet"
+# image_of NAME DOCKERFILE-LINES...: build one of them from that context
 image_of() {
   local name="$1"; shift
   printf '%s\n' "$@" | DOCKER_BUILDKIT=1 $buildkit_docker build -q -t "$name" -f - "$ctx" >/dev/null \
