@@ -287,7 +287,8 @@ def wait_until_authorized(
 
 @pytest.fixture(scope="session")
 def crd_installed(kubeconfig: Path) -> object:
-    """The TrainingJob CRD from crds/, established (engineer B's conftest may override this)."""
+    """The TrainingJob CRD from crds/, established (tests/integration/conftest.py defines
+    its own for that folder)."""
     crd = ROOT / "crds" / "trainyard.dev_trainingjobs.yaml"
     kubectl = [str(binaries.binary("kubectl")), f"--kubeconfig={kubeconfig}"]
     for args in (

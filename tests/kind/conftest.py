@@ -49,7 +49,7 @@ def kind_path() -> Iterator[KindPath]:
 def _delete_and_check(path: KindPath) -> None:
     path.delete()
     clusters = subprocess.run(
-        [path.kind(), "get", "clusters"], capture_output=True, text=True, check=True
+        [path.kind_binary, "get", "clusters"], capture_output=True, text=True, check=True
     ).stdout.split()
     containers = subprocess.run(
         ["docker", "ps", "-a", "-q", "--filter", f"label=io.x-k8s.kind.cluster={CLUSTER}"],

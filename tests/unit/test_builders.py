@@ -1,4 +1,4 @@
-"""The pure builders against the pod contract (DESIGN.md, docs/contracts.md).
+"""The pure builders against the pod contract (docs/contracts.md).
 
 What a worker's process sees (env, command, volumes, limits) and what the cluster sees
 (names, labels, owner, security) are asserted field by field; the integration tests then

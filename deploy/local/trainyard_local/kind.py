@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -94,7 +95,6 @@ class KindPath:
     namespace: str = "trainyard-system"
     console: Console = field(default_factory=Console)
     home: Path = field(default_factory=state_home)
-    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def kubeconfig(self) -> Path:
@@ -104,15 +104,16 @@ class KindPath:
         began = time.monotonic()
         self.console.log(f"{label} …")
         out = run(argv, step=label, env=env)
-        self.timings[label] = time.monotonic() - began
-        self.console.log(f"{label}: {self.timings[label]:.0f} s")
+        self.console.log(f"{label}: {time.monotonic() - began:.0f} s")
         return out
 
     # -- building -------------------------------------------------------------------------
     def prepare_host(self) -> None:
         self._step("host set-up", [str(KIND_DIR / "host" / "setup.sh")])
 
-    def kind(self) -> str:
+    @cached_property
+    def kind_binary(self) -> str:
+        """kind on PATH, else built once into the cache (deploy/kind/kind-binary.sh)."""
         return run([str(KIND_DIR / "kind-binary.sh")], step="kind binary").strip().splitlines()[-1]
 
     def node_image(self) -> str:
@@ -132,7 +133,7 @@ class KindPath:
 
     # -- the cluster ----------------------------------------------------------------------
     def exists(self) -> bool:
-        out = run([self.kind(), "get", "clusters"], step="kind get clusters")
+        out = run([self.kind_binary, "get", "clusters"], step="kind get clusters")
         return self.name in out.split()
 
     def create(self, node_image: str) -> None:
@@ -149,7 +150,7 @@ class KindPath:
             self._step(
                 "kind create cluster",
                 [
-                    self.kind(),
+                    self.kind_binary,
                     "create",
                     "cluster",
                     f"--name={self.name}",
@@ -167,7 +168,8 @@ class KindPath:
     def _write_kubeconfig(self) -> None:
         self.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
         out = run(
-            [self.kind(), "get", "kubeconfig", f"--name={self.name}"], step="kind get kubeconfig"
+            [self.kind_binary, "get", "kubeconfig", f"--name={self.name}"],
+            step="kind get kubeconfig",
         )
         self.kubeconfig.write_text(out)
         self.kubeconfig.chmod(0o600)
@@ -189,7 +191,7 @@ class KindPath:
         return [line.removeprefix("node/") for line in out.split()]
 
     def load_images(self) -> None:
-        kind = self.kind()
+        kind = self.kind_binary
         self._step(
             "kind load (operator image, every node)",
             [kind, "load", "docker-image", f"--name={self.name}", self.operator_image],
@@ -256,7 +258,10 @@ class KindPath:
     def delete(self) -> None:
         if shutil.which("docker") is None:
             return
-        run([self.kind(), "delete", "cluster", f"--name={self.name}"], step="kind delete cluster")
+        run(
+            [self.kind_binary, "delete", "cluster", f"--name={self.name}"],
+            step="kind delete cluster",
+        )
         self.kubeconfig.unlink(missing_ok=True)
 
 

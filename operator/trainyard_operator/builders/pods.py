@@ -1,6 +1,6 @@
 """Worker pods: `worker_pod(job, index, restart, settings)` builds pod `<job>-worker-<index>`.
 
-The pod follows the contract of DESIGN.md and docs/contracts.md: a stable hostname under the
+The pod follows the contract of docs/contracts.md: a stable hostname under the
 job's headless Service, the torchrun env (`env.py`), GPU limits plus the GPU taint's
 toleration, the restricted Pod Security profile, no service-account token, the output and
 shared-memory volumes, and the labels and owner reference the operator finds it by.

@@ -236,9 +236,7 @@ class JobWorker:
             event = ownership.event
             await rt.client.post_event(self.body, event.type, event.reason, event.message)
             log.warning("%s/%s: %s", job.namespace, job.name, event.message)
-            self._strays_reported.update(
-                p.uid for p in rt.pods_of(self.key) if p.owner_uid != job.uid
-            )
+            self._strays_reported.update(ownership.strays)
         await asyncio.gather(
             *(rt.client.delete_pod(job.namespace, r.name, r.uid) for r in ownership.delete)
         )

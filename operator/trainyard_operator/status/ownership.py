@@ -24,6 +24,8 @@ class Ownership:
     own: list[PodView]
     delete: list[PodRef]
     event: Event | None
+    strays: frozenset[str]
+    """UIDs of every stray seen, reported now or before."""
 
 
 def sort_by_owner(pods: Sequence[PodView], job_uid: str, reported: frozenset[str]) -> Ownership:
@@ -41,4 +43,4 @@ def sort_by_owner(pods: Sequence[PodView], job_uid: str, reported: frozenset[str
             "the same name deleted with --cascade=orphan?): they are not adopted and are "
             "deleted; this job's workers take their names once they are gone",
         )
-    return Ownership(own=own, delete=delete, event=event)
+    return Ownership(own=own, delete=delete, event=event, strays=frozenset(p.uid for p in strays))
