@@ -258,6 +258,8 @@ class KindPath:
     def delete(self) -> None:
         if shutil.which("docker") is None:
             return
+        # node containers outlive a stopped daemon: start it (where it is not running) to ask
+        self.prepare_host()
         run(
             [self.kind_binary, "delete", "cluster", f"--name={self.name}"],
             step="kind delete cluster",
