@@ -8,6 +8,7 @@ kubelets on fake nodes. Everything lives in one state directory:
     <state_dir>/pki/                CA, serving cert, client certs, ServiceAccount keys
     <state_dir>/components/         kubeconfigs of the controller-manager and the scheduler
     <state_dir>/logs/<component>.log
+    <state_dir>/logs/audit.log      the API server's audit log: pod lists and watches only
     <state_dir>/pids.json           what is running: pids, ports, server URL
     <state_dir>/etcd-data/          kept across down/up, so objects survive a restart
 
@@ -71,6 +72,20 @@ CONTROLLERS = (
 )
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+#: The API server audits who lists and watches pods, and with which selectors (the request
+#: URI): how a test sees that a controller asks the server to filter instead of receiving
+#: every pod of the cluster. Long-running watches are logged when their response starts.
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    verbs: [list, watch]
+    resources: [{group: "", resources: [pods]}]
+  - level: None
+"""
 
 
 class ClusterStartError(RuntimeError):
@@ -142,6 +157,11 @@ class LocalCluster:
     @property
     def pki(self) -> Pki:
         return Pki(self.state_dir / "pki")
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (pod lists and watches, see AUDIT_POLICY)."""
+        return self.logs_dir / "audit.log"
 
     def log_path(self, component: str) -> Path:
         return self.logs_dir / f"{component}.log"
@@ -329,6 +349,8 @@ class LocalCluster:
         self._wait("etcd", lambda: self._get(f"http://127.0.0.1:{etcd}/health", verify=False))
 
         api_bin = str(bins / "kube-apiserver")
+        audit_policy = self.state_dir / "components" / "audit-policy.yaml"
+        audit_policy.write_text(AUDIT_POLICY)
         self._spawn(
             "kube-apiserver",
             [
@@ -362,6 +384,10 @@ class LocalCluster:
                 f"--kubelet-client-key={pki.client_key('kubelet-client')}",
                 f"--kubelet-certificate-authority={pki.ca_cert}",
                 "--kubelet-preferred-address-types=InternalIP",
+                f"--audit-policy-file={audit_policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-maxsize=20",
+                "--audit-log-maxbackup=1",
             ],
             api_bin,
             record,

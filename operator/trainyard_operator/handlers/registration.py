@@ -48,6 +48,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.batching.batch_window = 0.05
+    # The handlers' label filter is applied by kopf after the event arrives; this one is
+    # sent to the API server, so only worker pods reach the operator, not every pod of the
+    # cluster (memory, CPU and bandwidth then scale with the jobs, not with the cluster).
+    settings.watching.label_selectors["pods"] = LABEL_JOB_NAME
 
     config: OperatorSettings = memo["settings"]
     metrics: OperatorMetrics = memo["metrics"]
