@@ -46,6 +46,16 @@ class RejectedError(Exception):
     a webhook, an invalid podTemplate); the message is the server's own."""
 
 
+def load_configuration() -> client.Configuration:
+    """In-cluster credentials when running in a pod, else $KUBECONFIG (or ~/.kube/config)."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return configuration
+
+
 def _server_message(err: ApiException) -> str:
     """The `message` of the Status the API server answered with, else the HTTP reason."""
     try:
@@ -79,11 +89,7 @@ class KubeClient:
         cls, metrics: OperatorMetrics, concurrency: int, *, timeout: float = 30.0
     ) -> KubeClient:
         """In-cluster credentials when running in a pod, else $KUBECONFIG (or ~/.kube/config)."""
-        configuration = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        configuration = load_configuration()
         # One connection per thread, so concurrent calls never queue on the urllib3 pool.
         configuration.connection_pool_maxsize = concurrency
         return cls(client.ApiClient(configuration), metrics, concurrency, timeout=timeout)

@@ -3,21 +3,35 @@
 Reads `OperatorSettings` from the environment, serves the Prometheus metrics, imports the
 handlers (which registers them with kopf) and runs kopf standalone (no peering objects) on
 the configured namespaces, with kopf's liveness endpoint at /healthz.
+
+With TRAINYARD_LEADER_ELECTION, kopf starts only once this replica holds the Lease
+(`leadership`); a replica that can no longer renew it exits at once, as controller-runtime's
+managers do, because it may no longer be the only one acting. A clean stop releases it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
+import threading
+import uuid
+from pathlib import Path
 
 import kopf
 from kopf._core.engines.peering import Identity
+from kubernetes import client
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
+from trainyard_operator.clients import load_configuration
+from trainyard_operator.leadership import LeaseElector, LeaseTiming, StandbyHealth
 from trainyard_operator.metrics import OperatorMetrics
 from trainyard_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 def main() -> None:
@@ -27,6 +41,8 @@ def main() -> None:
     except ValidationError as err:
         lines = [
             f"  TRAINYARD_{str(e['loc'][0]).upper()}={e.get('input')!r}: {e['msg']}"
+            if e["loc"]
+            else f"  {e['msg']}"
             for e in err.errors()
         ]
         sys.exit("trainyard-operator: bad settings in the environment:\n" + "\n".join(lines))
@@ -54,6 +70,7 @@ def main() -> None:
         settings.operator_metrics_port,
         settings.operator_health_port,
     )
+    elector = _elect(settings, metrics) if settings.leader_election else None
     kopf.run(
         standalone=True,
         # kopf derives its identity from the login name by default, which fails where the
@@ -64,6 +81,58 @@ def main() -> None:
         liveness_endpoint=f"http://{host}:{settings.operator_health_port}/healthz",
         memo=kopf.Memo(settings=settings, metrics=metrics),
     )
+    if elector is not None:
+        elector.release()
+        metrics.leader.set(0)
+
+
+def _elect(settings: OperatorSettings, metrics: OperatorMetrics) -> LeaseElector:
+    """Stand by (answering /healthz) until this replica holds the Lease, then keep it."""
+    namespace = (
+        settings.leader_election_namespace
+        or os.environ.get("POD_NAMESPACE", "")
+        or (
+            SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+            if SERVICE_ACCOUNT_NAMESPACE.exists()
+            else ""
+        )
+    )
+    if not namespace:
+        sys.exit(
+            "trainyard-operator: TRAINYARD_LEADER_ELECTION needs the Lease's namespace: set "
+            "TRAINYARD_LEADER_ELECTION_NAMESPACE (or POD_NAMESPACE)"
+        )
+    identity = settings.leader_election_identity or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    configuration = load_configuration()
+    elector = LeaseElector(
+        client.ApiClient(configuration),
+        namespace=namespace,
+        name=settings.leader_election_lease,
+        identity=identity,
+        timing=LeaseTiming(
+            duration=settings.lease_duration_seconds,
+            renew_deadline=settings.lease_renew_deadline_seconds,
+            retry=settings.lease_retry_seconds,
+        ),
+        request_timeout=settings.api_timeout_seconds,
+    )
+    log.info("%s: waiting for the lease %s/%s", identity, namespace, elector.name)
+    metrics.leader.set(0)
+    health = StandbyHealth(settings.operator_bind_address, settings.operator_health_port)
+    try:
+        elector.acquire(threading.Event())
+    finally:
+        health.close()
+    metrics.leader.set(1)
+
+    def lost() -> None:
+        # Not a graceful stop: another replica may already act, so this one stops now.
+        log.error("lost the lease %s/%s: exiting so that one replica acts", namespace, elector.name)
+        logging.shutdown()
+        os._exit(1)
+
+    elector.keep(lost)
+    return elector
 
 
 if __name__ == "__main__":

@@ -65,6 +65,11 @@ class OperatorMetrics:
             ["namespace", "job"],
             registry=r,
         )
+        self.leader = Gauge(
+            "trainyard_operator_leader",
+            "1 while this replica holds the leader Lease and acts; 0 while it stands by",
+            registry=r,
+        )
         self._phase_of: dict[tuple[str, str], str] = {}
 
     def set_phase(self, namespace: str, name: str, phase: str) -> None:

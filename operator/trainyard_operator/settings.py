@@ -5,9 +5,11 @@ the Helm chart sets the same variables on the operator's Deployment. Bad values 
 operator at start with pydantic's error naming the variable.
 """
 
+from __future__ import annotations
+
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/trainyard/trainer:0.1.0"
@@ -40,6 +42,40 @@ class OperatorSettings(BaseSettings):
     """TRAINYARD_API_TIMEOUT_SECONDS: the longest one API request (not a watch) may take;
     a request that hangs (an API server cut off mid-answer) fails and is retried instead of
     holding a client thread, and the job it serves, forever."""
+
+    leader_election: bool = False
+    """TRAINYARD_LEADER_ELECTION: act only while holding a coordination.k8s.io Lease, so
+    several replicas can run and one takes over when the leader dies (the chart turns it on)."""
+    leader_election_namespace: str = ""
+    """TRAINYARD_LEADER_ELECTION_NAMESPACE: where the Lease lives; empty means the namespace
+    the operator's pod runs in (POD_NAMESPACE, else its ServiceAccount's namespace file)."""
+    leader_election_lease: str = "trainyard-operator"
+    """TRAINYARD_LEADER_ELECTION_LEASE: the Lease's name (one per installation)."""
+    leader_election_identity: str = ""
+    """TRAINYARD_LEADER_ELECTION_IDENTITY: this replica's name in the Lease; empty means the
+    host name plus a random suffix. The chart passes the pod name, so a container restarted in
+    the same pod resumes its own Lease at once instead of waiting for it to expire."""
+    lease_duration_seconds: Annotated[float, Field(ge=2, le=300)] = 15.0
+    """TRAINYARD_LEASE_DURATION_SECONDS: how long standbys wait on a leader that stopped
+    renewing (client-go's default)."""
+    lease_renew_deadline_seconds: Annotated[float, Field(ge=1, le=300)] = 10.0
+    """TRAINYARD_LEASE_RENEW_DEADLINE_SECONDS: a leader that could not renew for this long
+    exits (before any standby may take over)."""
+    lease_retry_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
+    """TRAINYARD_LEASE_RETRY_SECONDS: between tries to take or renew the Lease."""
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> OperatorSettings:
+        if not (
+            self.lease_retry_seconds
+            < self.lease_renew_deadline_seconds
+            < self.lease_duration_seconds
+        ):
+            raise ValueError(
+                "TRAINYARD_LEASE_RETRY_SECONDS < TRAINYARD_LEASE_RENEW_DEADLINE_SECONDS < "
+                "TRAINYARD_LEASE_DURATION_SECONDS must hold"
+            )
+        return self
 
     @field_validator("namespaces", mode="before")
     @classmethod

@@ -8,7 +8,8 @@ Registered through `pytest_plugins` in tests/conftest.py. Fixtures:
     operator         an `OperatorProcess` watching the test's `namespace`, authenticated as the
                      ServiceAccount `trainyard-operator` bound to those rules (never admin);
                      its log is printed when the test fails
-    operator_factory the same, as a factory (start(), restart after a kill)
+    operator_factory the same, as a factory (start(), restart after a kill); keyword
+                     arguments add TRAINYARD_* settings to its environment
     jobs             `Jobs`: create TrainingJobs, read status, pods, events in `namespace`
 
 Helpers: `wait_for` (re-exported from trainyard_local's plugin), `condition(status, type)`,
@@ -225,13 +226,13 @@ def operator_factory(
     wait_until_authorized(api_client, namespace)
     started: list[OperatorProcess] = []
 
-    def start() -> OperatorProcess:
+    def start(**env: str) -> OperatorProcess:
         process = OperatorProcess(
             kubeconfig,
             [namespace],
             log_path=tmp_path / f"operator-{len(started)}.log",
             # Read trainer metrics every second, so progress tests need not wait long.
-            env={"TRAINYARD_PROGRESS_INTERVAL_SECONDS": "1"},
+            env={"TRAINYARD_PROGRESS_INTERVAL_SECONDS": "1", **env},
         )
         started.append(process)
         return process.start()
@@ -258,11 +259,14 @@ def wait_until_authorized(
     service_account: str = SERVICE_ACCOUNT,
     *,
     cluster_wide: bool = False,
+    verb: str = "watch",
+    group: str = GROUP,
+    resource: str = PLURAL,
 ) -> None:
     """RBAC reaches the API server's authorizer cache a moment after the binding is made.
 
-    Waits until the ServiceAccount may watch TrainingJobs in `namespace` (in every namespace
-    with `cluster_wide`, as a ClusterRoleBinding grants).
+    Waits until the ServiceAccount may `verb` the resource (by default: watch TrainingJobs)
+    in `namespace` (in every namespace with `cluster_wide`, as a ClusterRoleBinding grants).
     """
     authz = client.AuthorizationV1Api(api)
     review = {
@@ -271,9 +275,9 @@ def wait_until_authorized(
             "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
             "resourceAttributes": {
                 "namespace": "" if cluster_wide else namespace,
-                "verb": "watch",
-                "group": GROUP,
-                "resource": PLURAL,
+                "verb": verb,
+                "group": group,
+                "resource": resource,
             },
         }
     }

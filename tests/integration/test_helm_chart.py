@@ -80,7 +80,8 @@ def test_chart_lints_with_defaults_and_with_every_switch_on() -> None:
     [
         ("operator.metricsPort=0", "metricsPort"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
-        ("operator.replicas=2", "replicas"),
+        ("operator.replicas=2,operator.leaderElection.enabled=false", "enabled"),
+        ("operator.leaderElection.leaseDurationSeconds=1", "leaseDurationSeconds"),
         ("operator.namespaces={Bad_Name}", "namespaces"),
         ("operatr.logLevel=DEBUG", "operatr"),
     ],
@@ -100,6 +101,8 @@ def test_defaults_render_the_operator_and_nothing_else() -> None:
         "ClusterRoleBinding",
         "CustomResourceDefinition",
         "Deployment",
+        "Role",
+        "RoleBinding",
         "Service",
         "ServiceAccount",
         "ValidatingAdmissionPolicy",
@@ -108,7 +111,8 @@ def test_defaults_render_the_operator_and_nothing_else() -> None:
     (deployment,) = by_kind(docs, "Deployment")
     spec = deployment["spec"]
     assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # leader election is on: a new pod stands by until the old one releases the Lease
+    assert spec["strategy"] == {"type": "RollingUpdate"}
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "rel-trainyard"
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -155,7 +159,8 @@ def test_watched_namespaces_get_rolebindings_instead_of_a_clusterrolebinding() -
     docs = render("operator.namespaces={team-a,team-b}")
     assert not by_kind(docs, "ClusterRoleBinding")
     bindings = by_kind(docs, "RoleBinding")
-    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    # plus the leader-election binding in the release's own namespace
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["ops", "team-a", "team-b"]
     (deployment,) = by_kind(docs, "Deployment")
     env = {
         e["name"]: e.get("value")
@@ -297,3 +302,26 @@ def test_alert_rules_pass_promtool() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_leader_election_grants_leases_in_the_release_namespace_only() -> None:
+    docs = render("operator.replicas=2")
+    (role,) = by_kind(docs, "Role")
+    assert role["metadata"]["namespace"] == "ops"
+    assert role["rules"] == yaml.safe_load(
+        (CHART / "files" / "leader-election-rules.yaml").read_text()
+    )
+    (deployment,) = by_kind(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TRAINYARD_LEADER_ELECTION"]["value"] == "true"
+    assert env["TRAINYARD_LEADER_ELECTION_IDENTITY"]["valueFrom"]["fieldRef"] == {
+        "fieldPath": "metadata.name"
+    }
+
+
+def test_without_leader_election_one_replica_is_recreated_and_no_lease_rules_exist() -> None:
+    docs = render("operator.leaderElection.enabled=false")
+    assert not by_kind(docs, "Role")
+    (deployment,) = by_kind(docs, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
