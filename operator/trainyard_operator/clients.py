@@ -13,6 +13,7 @@ plan safely.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -237,17 +238,29 @@ class KubeClient:
                 raise
 
     async def post_event(
-        self, job: Mapping[str, Any], event_type: str, reason: str, message: str
+        self,
+        job: Mapping[str, Any],
+        event_type: str,
+        reason: str,
+        message: str,
+        *,
+        key: str = "",
     ) -> None:
-        """Record a core/v1 Event on the TrainingJob (what `kubectl describe tj` lists)."""
+        """Record a core/v1 Event on the TrainingJob (what `kubectl describe tj` lists).
+
+        With a `key` (which occurrence this is) the Event's name is made from the job's uid
+        and the key, so posting the same occurrence again is a 409 and shows nothing twice.
+        """
         meta = job.get("metadata") or {}
         namespace = meta.get("namespace", "default")
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        prefix = f"{str(meta.get('name', 'trainingjob'))[:200]}."
+        naming = {"generateName": prefix}
+        if key:
+            digest = hashlib.sha256(f"{meta.get('uid')}/{key}".encode()).hexdigest()[:16]
+            naming = {"name": prefix + digest}
         body = {
-            "metadata": {
-                "generateName": f"{meta.get('name', 'trainingjob')}.",
-                "namespace": namespace,
-            },
+            "metadata": {**naming, "namespace": namespace},
             "involvedObject": {
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": KIND,
@@ -274,6 +287,8 @@ class KubeClient:
                 body,
             )
         except ApiException as err:
+            if err.status == 409 and key:
+                return  # this occurrence was posted already (before a restart)
             # An event is a courtesy: losing one must not stop a reconcile.
             log.warning(
                 "could not post event %s on %s/%s: %s",

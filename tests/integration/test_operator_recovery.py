@@ -1,13 +1,23 @@
 """The operator can die at any moment: killed with SIGKILL while it creates a large gang and
-started again, it finishes the gang without a duplicate or a replaced pod."""
+started again, it finishes the gang without a duplicate or a replaced pod; events it could
+not post before it died are posted by its successor, once."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
+import yaml
+from kubernetes import client
 
-from integration.operator_fixtures import Jobs, wait_for
+from integration.operator_fixtures import (
+    ROLE,
+    RULES,
+    Jobs,
+    wait_for,
+    wait_until_authorized,
+)
 from trainyard_local.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.integration
@@ -38,3 +48,76 @@ def test_killed_mid_creation_and_restarted_creates_no_duplicates(
     assert {name: after[name] for name in before} == before
     assert status["restarts"] == 0
     assert status["workers"]["active"] == WORKERS
+
+
+def _bind_operator_rules(
+    api: client.ApiClient, namespace: str, rules: list[dict[str, Any]] | None
+) -> None:
+    """Replace the operator's namespace binding: `rules` as a Role, or (None) the full
+    ClusterRole the fixture bound. A roleRef cannot change, so the binding is re-created."""
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.delete_namespaced_role_binding("trainyard-operator", namespace)
+    role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ROLE}
+    if rules is not None:
+        rbac.create_namespaced_role(namespace, {"metadata": {"name": "no-events"}, "rules": rules})
+        role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "no-events"}
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "trainyard-operator"},
+            "roleRef": role_ref,
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "trainyard-operator", "namespace": namespace}
+            ],
+        },
+    )
+
+
+def _may_post_events(api: client.ApiClient, namespace: str) -> bool:
+    review = {
+        "spec": {
+            "user": f"system:serviceaccount:{namespace}:trainyard-operator",
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
+            "resourceAttributes": {"namespace": namespace, "verb": "create", "resource": "events"},
+        }
+    }
+    answer = client.AuthorizationV1Api(api).create_subject_access_review(review)
+    return bool(answer.status and answer.status.allowed)
+
+
+def test_events_lost_before_a_restart_are_posted_once_by_the_next_operator(
+    operator_factory: Callable[[], OperatorProcess],
+    jobs: Jobs,
+    api_client: client.ApiClient,
+    namespace: str,
+) -> None:
+    # The status write succeeds and the event post fails: what a kill between the two does,
+    # made certain here by taking the operator's right to post events away.
+    without_events = [
+        rule for rule in yaml.safe_load(RULES.read_text()) if "events" not in rule["resources"]
+    ]
+    _bind_operator_rules(api_client, namespace, without_events)
+    wait_for("the binding without events", lambda: not _may_post_events(api_client, namespace))
+    wait_until_authorized(api_client, namespace)
+    first = operator_factory()
+    jobs.create("told", workers=2)
+    jobs.wait_phase("told", "Running")
+    assert "WorkersCreated" not in jobs.reasons("told")
+    first.kill()
+
+    _bind_operator_rules(api_client, namespace, None)
+    wait_for("the full binding", lambda: _may_post_events(api_client, namespace))
+    second = operator_factory()
+    jobs.wait_event("told", "WorkersCreated")
+    jobs.wait_event("told", "CheckpointsNotPersistent")
+
+    # Killed again and restarted: the events already posted are not posted twice. A worker's
+    # failure afterwards is handled by the third operator, after its first pass.
+    second.kill()
+    operator_factory()
+    jobs.annotate_pod("told-worker-1", {"fake.trainyard.dev/exit-code": "137"})
+    jobs.wait_event("told", "GangRestart")
+    reasons = jobs.reasons("told")
+    assert reasons.count("CheckpointsNotPersistent") == 1, reasons
+    created = [m for _, r, m in jobs.events("told") if r == "WorkersCreated" and "attempt 0" in m]
+    assert len(created) == 1, jobs.events("told")

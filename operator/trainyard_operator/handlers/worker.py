@@ -36,7 +36,14 @@ from trainyard_operator.builders.service import headless_service
 from trainyard_operator.clients import ConflictError, RejectedError
 from trainyard_operator.handlers.progress import read_progress
 from trainyard_operator.handlers.runtime import JobKey, Runtime
-from trainyard_operator.status import CreateFailure, Plan, PodView, reconcile
+from trainyard_operator.status import (
+    CreateFailure,
+    Plan,
+    PodView,
+    checkpoints_lost_on_restart,
+    implied_events,
+    reconcile,
+)
 from trainyard_operator.status.conditions import get_condition
 from trainyard_operator.status.ownership import Ownership, sort_by_owner
 
@@ -72,6 +79,8 @@ class JobWorker:
         self._refusal: CreateFailure | None = None
         # UIDs of stray pods (this job's name, another owner) already reported in an event
         self._strays_reported: set[str] = set()
+        # the first pass re-posts what the stored status implies (see status.events)
+        self._implied_posted = False
         self.task = asyncio.create_task(self._loop(), name=f"trainingjob {key[0]}/{key[1]}")
 
     # --- inputs from the watch ---------------------------------------------------------------
@@ -134,6 +143,8 @@ class JobWorker:
         pods = ownership.own
         self._forget_confirmed(pods)
         now = datetime.now(UTC)
+        if not self._implied_posted:
+            await self._post_implied(job, now)
         progress = await self._progress(job, pods)
         plan = reconcile(job, pods, now, progress, self._refusal)
         if not plan.create_workers:
@@ -173,6 +184,16 @@ class JobWorker:
         await self._post_events(plan, workers_created=created)
         return self._next_look(plan)
 
+    async def _post_implied(self, job: TrainingJob, now: datetime) -> None:
+        """Events an operator killed after a status write never posted (see status.events):
+        those it did post come back 409 and stay single."""
+        implied = implied_events(job.status, now, warn_checkpoints=checkpoints_lost_on_restart(job))
+        for event in implied:
+            await self.runtime.client.post_event(
+                self.body, event.type, event.reason, event.message, key=event.key
+            )
+        self._implied_posted = True
+
     async def _post_events(self, plan: Plan, *, workers_created: bool = True) -> None:
         for event in plan.events:
             if event.reason == "WorkersCreated" and not workers_created:
@@ -180,7 +201,9 @@ class JobWorker:
                 # same gang again; the expectations hold back the creations, and this keeps
                 # the event from being posted a second time.
                 continue
-            await self.runtime.client.post_event(self.body, event.type, event.reason, event.message)
+            await self.runtime.client.post_event(
+                self.body, event.type, event.reason, event.message, key=event.key
+            )
 
     # --- steps ---------------------------------------------------------------------------------
 

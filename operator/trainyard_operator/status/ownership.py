@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from trainyard_operator.status.events import Event
 from trainyard_operator.status.pods import PodView
-from trainyard_operator.status.reconcile import Event, PodRef
+from trainyard_operator.status.reconcile import PodRef
 
 
 @dataclass(frozen=True)

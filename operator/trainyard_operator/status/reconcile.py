@@ -29,23 +29,20 @@ from trainyard_operator.api.status import (
     WorkerCounts,
 )
 from trainyard_operator.status.conditions import get_condition, set_condition, status_of
+from trainyard_operator.status.events import (
+    CHECKPOINTS_MESSAGE,
+    RESTART_SEPARATOR,
+    RESUMED_MESSAGE,
+    TERMINAL_PHASES,
+    Event,
+    EventType,
+    keyed,
+)
 from trainyard_operator.status.pods import PodView
 from trainyard_operator.status.readings import results_from_message
 from trainyard_operator.status.times import format_time, parse_time
 
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 COMPRESSION_STAGES = frozenset({"prune", "distill", "quantize"})
-
-EventType = Literal["Normal", "Warning"]
-
-
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes event to post on the TrainingJob."""
-
-    type: EventType
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -139,7 +136,8 @@ class _Draft:
             status=self.status,
             create_workers=tuple(self.creates),
             delete_pods=tuple(self.deletes),
-            events=tuple(self.events),
+            # keyed by the status this pass writes, so that each is posted once (events.py)
+            events=keyed(self.events, self.status),
             ensure_children=self.ensure_children,
             delete_job=self.delete_job,
             requeue_after=min(self.timers) if self.timers else None,
@@ -260,7 +258,7 @@ def _run(
     workers = job.spec.workers
     draft.ensure_children = True
     if status.phase == "Suspended":
-        draft.event("Normal", "Resumed", "spec.suspend is false: creating the workers again")
+        draft.event("Normal", "Resumed", RESUMED_MESSAGE)
         draft.condition("Suspended", "False", "Resumed", "the job was resumed")
         status.phase = "Pending"
     if status.start_time is None:
@@ -376,18 +374,16 @@ def _report_stuck(draft: _Draft, stale: Sequence[PodView]) -> None:
 def _warn_if_checkpoints_are_lost_on_restart(draft: _Draft) -> None:
     """Once, as a job first creates its workers: the built-in trainer's checkpoints on an
     emptyDir go with the pods, so a gang restart would train from epoch 0 again."""
-    spec = draft.job.spec
+    if checkpoints_lost_on_restart(draft.job):
+        draft.event("Normal", "CheckpointsNotPersistent", CHECKPOINTS_MESSAGE)
+
+
+def checkpoints_lost_on_restart(job: TrainingJob) -> bool:
+    """The built-in trainer checkpoints to an emptyDir, and the job may restart its gang."""
+    spec = job.spec
     policy = spec.run_policy
     retries = policy.restart_policy != "Never" and policy.backoff_limit > 0
-    if spec.command or spec.output.volume_claim_name or not retries:
-        return
-    draft.event(
-        "Normal",
-        "CheckpointsNotPersistent",
-        "checkpoints go to an emptyDir (spec.output.volumeClaimName is empty), so a gang "
-        "restart trains from epoch 0 again; give the job a PersistentVolumeClaim to resume "
-        "from the latest checkpoint instead",
-    )
+    return not (spec.command or spec.output.volume_claim_name or not retries)
 
 
 def _refused(draft: _Draft, pods: Sequence[PodView], failure: CreateFailure) -> bool:
@@ -503,7 +499,7 @@ def _gang_restart(
         spent = f"a disruption, not counted against backoffLimit {limit}"
     else:
         spent = f"{failures + 1} of backoffLimit {limit}"
-    text = f"{message}; restarting the gang (restart {status.restarts}: {spent})"
+    text = f"{message}{RESTART_SEPARATOR} (restart {status.restarts}: {spent})"
     draft.condition("Restarting", "True", cause, text)
     draft.condition("Running", "False", "GangRestart", text)
     draft.event("Warning", "GangRestart", text)
