@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
@@ -25,11 +25,14 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from trainyard_operator.api.constants import GROUP, KIND, PLURAL, VERSION
+from trainyard_operator.api.constants import GROUP, KIND, LABEL_JOB_NAME, PLURAL, VERSION
 from trainyard_operator.builders import PodGroupFlavor
 from trainyard_operator.metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
+
+#: Objects per page of the consistency pass's lists (bounded memory per response).
+LIST_PAGE = 500
 
 # API groups of the two PodGroup flavours the builders know, and their resource paths.
 POD_GROUP_APIS: Mapping[PodGroupFlavor, tuple[str, str, str]] = {
@@ -40,6 +43,10 @@ POD_GROUP_APIS: Mapping[PodGroupFlavor, tuple[str, str, str]] = {
 
 class ConflictError(Exception):
     """The object changed since it was read (HTTP 409 on an update with a resourceVersion)."""
+
+
+class JobGoneError(Exception):
+    """The TrainingJob no longer exists (HTTP 404 on its status)."""
 
 
 class RejectedError(Exception):
@@ -214,6 +221,8 @@ class KubeClient:
                 raise ConflictError(
                     f"{namespace}/{name} changed since resourceVersion {resource_version}"
                 ) from err
+            if err.status == 404:
+                raise JobGoneError(f"{namespace}/{name} no longer exists") from err
             raise
         return _json(response)
 
@@ -297,6 +306,68 @@ class KubeClient:
                 meta.get("name"),
                 err.reason,
             )
+
+    # --- lists for the consistency pass -------------------------------------------------------
+
+    async def list_jobs(self, namespaces: list[str]) -> tuple[int, dict[tuple[str, str], str]]:
+        """Every TrainingJob (in `namespaces`, or all): the list's resourceVersion and the uid
+        of each job by (namespace, name)."""
+        found: dict[tuple[str, str], str] = {}
+        version = 0
+        scopes: list[str | None] = [*namespaces] or [None]
+        for namespace in scopes:
+            if namespace is None:
+                pages = self._pages(self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+            else:
+                pages = self._pages(
+                    self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
+                )
+            async for page_version, items in pages:
+                version = version or page_version
+                for item in items:
+                    meta = item.get("metadata") or {}
+                    found[(str(meta.get("namespace")), str(meta.get("name")))] = str(
+                        meta.get("uid")
+                    )
+        return version, found
+
+    async def list_worker_pods(self, namespaces: list[str]) -> tuple[int, frozenset[str]]:
+        """UIDs of every worker pod (label trainyard.dev/job-name) and the list's version."""
+        uids: set[str] = set()
+        version = 0
+        scopes: list[str | None] = [*namespaces] or [None]
+        for namespace in scopes:
+            if namespace is None:
+                pages = self._pages(
+                    self._core.list_pod_for_all_namespaces, label_selector=LABEL_JOB_NAME
+                )
+            else:
+                pages = self._pages(
+                    self._core.list_namespaced_pod, namespace, label_selector=LABEL_JOB_NAME
+                )
+            async for page_version, items in pages:
+                version = version or page_version
+                uids.update(str((item.get("metadata") or {}).get("uid")) for item in items)
+        return version, frozenset(uids)
+
+    async def _pages(
+        self, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
+        """A list in pages of LIST_PAGE; each with the first page's resourceVersion (the
+        version of the whole list, which continued pages share)."""
+        token: str | None = None
+        version = 0
+        while True:
+            extra = {"_continue": token} if token else {}
+            page = _json(await self._call("list", fn, *args, limit=LIST_PAGE, **kwargs, **extra))
+            meta = page.get("metadata") or {}
+            if not version:
+                text = str(meta.get("resourceVersion") or "")
+                version = int(text) if text.isdigit() else 0
+            yield version, list(page.get("items") or [])
+            token = meta.get("continue") or None
+            if not token:
+                return
 
     # --- discovery --------------------------------------------------------------------------
 

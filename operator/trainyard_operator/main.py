@@ -1,8 +1,10 @@
 """Entry point: `trainyard-operator` / `python -m trainyard_operator`.
 
-Reads `OperatorSettings` from the environment, serves the Prometheus metrics, imports the
-handlers (which registers them with kopf) and runs kopf standalone (no peering objects) on
-the configured namespaces, with kopf's liveness endpoint at /healthz.
+Reads `OperatorSettings` from the environment, serves the Prometheus metrics (plain HTTP, or
+with TRAINYARD_METRICS_AUTH HTTPS behind TokenReview and SubjectAccessReview:
+`metrics_server`), imports the handlers (which registers them with kopf) and runs kopf
+standalone (no peering objects) on the configured namespaces, with kopf's liveness endpoint
+at /healthz.
 
 With TRAINYARD_LEADER_ELECTION, kopf starts only once this replica holds the Lease
 (`leadership`); a replica that can no longer renew it exits at once, as controller-runtime's
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 import sys
 import threading
 import uuid
@@ -28,6 +31,7 @@ from pydantic import ValidationError
 from trainyard_operator.clients import load_configuration
 from trainyard_operator.leadership import LeaseElector, LeaseTiming, StandbyHealth
 from trainyard_operator.metrics import OperatorMetrics
+from trainyard_operator.metrics_server import serve_secure_metrics
 from trainyard_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -54,20 +58,17 @@ def main() -> None:
     if settings.log_level != "DEBUG":
         logging.getLogger("kopf").setLevel(logging.WARNING)
     metrics = OperatorMetrics()
-    start_http_server(
-        settings.operator_metrics_port,
-        addr=settings.operator_bind_address,
-        registry=metrics.registry,
-    )
+    _serve_metrics(settings, metrics)
     from trainyard_operator import handlers  # noqa: F401 - importing registers the handlers
 
     host = settings.operator_bind_address
     if ":" in host:
         host = f"[{host}]"
     logging.getLogger(__name__).info(
-        "watching %s; metrics on :%d, liveness on :%d/healthz",
+        "watching %s; metrics on :%d%s, liveness on :%d/healthz",
         ",".join(settings.namespaces) or "all namespaces",
         settings.operator_metrics_port,
+        " (https, authenticated and authorized)" if settings.metrics_auth else "",
         settings.operator_health_port,
     )
     elector = _elect(settings, metrics) if settings.leader_election else None
@@ -84,6 +85,28 @@ def main() -> None:
     if elector is not None:
         elector.release()
         metrics.leader.set(0)
+
+
+def _serve_metrics(settings: OperatorSettings, metrics: OperatorMetrics) -> None:
+    """Serve /metrics from a daemon thread, plain or secure as the settings say."""
+    if not settings.metrics_auth:
+        start_http_server(
+            settings.operator_metrics_port,
+            addr=settings.operator_bind_address,
+            registry=metrics.registry,
+        )
+        return
+    try:
+        serve_secure_metrics(
+            metrics.registry,
+            client.ApiClient(load_configuration()),
+            host=settings.operator_bind_address,
+            port=settings.operator_metrics_port,
+            cert_dir=settings.metrics_cert_dir,
+            request_timeout=settings.api_timeout_seconds,
+        )
+    except (OSError, ssl.SSLError) as err:
+        sys.exit(f"trainyard-operator: cannot serve secure metrics: {err}")
 
 
 def _elect(settings: OperatorSettings, metrics: OperatorMetrics) -> LeaseElector:

@@ -30,6 +30,15 @@ class OperatorSettings(BaseSettings):
     """TRAINYARD_OPERATOR_HEALTH_PORT: where kopf's liveness endpoint /healthz is served."""
     operator_bind_address: str = "0.0.0.0"
     """TRAINYARD_OPERATOR_BIND_ADDRESS: address both endpoints listen on."""
+    metrics_auth: bool = False
+    """TRAINYARD_METRICS_AUTH: serve /metrics over HTTPS, only to clients whose bearer token
+    the API server authenticates (TokenReview) and authorizes for `get` on the non-resource
+    URL /metrics (SubjectAccessReview): 401 without a valid token, 403 without the right.
+    The operator then needs the rules of the chart's files/metrics-auth-rules.yaml."""
+    metrics_cert_dir: str = ""
+    """TRAINYARD_METRICS_CERT_DIR: with TRAINYARD_METRICS_AUTH, a directory holding tls.crt and
+    tls.key (a mounted kubernetes.io/tls Secret), re-read when they change; empty means a
+    self-signed certificate made in memory at start-up."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """TRAINYARD_LOG_LEVEL."""
     progress_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
@@ -43,6 +52,10 @@ class OperatorSettings(BaseSettings):
     a request that hangs (an API server cut off mid-answer) fails and is retried instead of
     holding a client thread, and the job it serves, forever."""
 
+    resync_seconds: Annotated[float, Field(ge=1, le=86400)] = 300.0
+    """TRAINYARD_RESYNC_SECONDS: how often the consistency pass lists TrainingJobs and worker
+    pods to forget what a watch that had to start over never reported deleted (two LIST
+    requests per watched namespace, paged)."""
     leader_election: bool = False
     """TRAINYARD_LEADER_ELECTION: act only while holding a coordination.k8s.io Lease, so
     several replicas can run and one takes over when the leader dies (the chart turns it on)."""
@@ -75,6 +88,14 @@ class OperatorSettings(BaseSettings):
                 "TRAINYARD_LEASE_RETRY_SECONDS < TRAINYARD_LEASE_RENEW_DEADLINE_SECONDS < "
                 "TRAINYARD_LEASE_DURATION_SECONDS must hold"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _cert_dir_needs_auth(self) -> OperatorSettings:
+        # a certificate without the switch would be ignored: plain HTTP, which the user did
+        # not mean when mounting one
+        if self.metrics_cert_dir and not self.metrics_auth:
+            raise ValueError("TRAINYARD_METRICS_CERT_DIR needs TRAINYARD_METRICS_AUTH=true")
         return self
 
     @field_validator("namespaces", mode="before")

@@ -325,3 +325,119 @@ def test_without_leader_election_one_replica_is_recreated_and_no_lease_rules_exi
     assert not by_kind(docs, "Role")
     (deployment,) = by_kind(docs, "Deployment")
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+
+
+SECURE = "metrics.secure=true"
+MONITORING_API = ("monitoring.coreos.com/v1",)
+
+
+def _env(docs: list[dict[str, Any]]) -> dict[str, str | None]:
+    (deployment,) = by_kind(docs, "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def _named(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in by_kind(docs, kind)}
+
+
+def test_chart_lints_with_secure_metrics() -> None:
+    sets = (SECURE, "metrics.certSecret=metrics-tls", "monitoring.serviceMonitor.enabled=true")
+    args = ["lint", str(CHART), "--strict"]
+    for item in sets:
+        args += ["--set", item]
+    done = helm(*args)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_metrics_are_plain_by_default_and_grant_no_reviews() -> None:
+    docs = render()
+    assert _env(docs)["TRAINYARD_METRICS_AUTH"] == "false"
+    assert "TRAINYARD_METRICS_CERT_DIR" not in _env(docs)
+    names = set(_named(docs, "ClusterRole")) | set(_named(docs, "ClusterRoleBinding"))
+    assert not {n for n in names if "metrics" in n}
+
+
+def test_secure_metrics_grant_the_reviews_from_their_one_rules_file() -> None:
+    docs = render(SECURE)
+    assert _env(docs)["TRAINYARD_METRICS_AUTH"] == "true"
+    rules = yaml.safe_load((CHART / "files" / "metrics-auth-rules.yaml").read_text())
+    assert {(r["apiGroups"][0], r["resources"][0], tuple(r["verbs"])) for r in rules} == {
+        ("authentication.k8s.io", "tokenreviews", ("create",)),
+        ("authorization.k8s.io", "subjectaccessreviews", ("create",)),
+    }
+    roles = _named(docs, "ClusterRole")
+    assert roles["rel-trainyard-metrics-auth"]["rules"] == rules
+    # the operator's main ClusterRole stays exactly operator-rules.yaml
+    assert roles["rel-trainyard-operator"]["rules"] == yaml.safe_load(
+        (CHART / "files" / "operator-rules.yaml").read_text()
+    )
+    binding = _named(docs, "ClusterRoleBinding")["rel-trainyard-metrics-auth"]
+    assert binding["roleRef"]["name"] == "rel-trainyard-metrics-auth"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rel-trainyard", "namespace": "ops"}
+    ]
+    # for the user to bind to the scraper: nothing binds it
+    assert roles["rel-trainyard-metrics-reader"]["rules"] == [
+        {"nonResourceURLs": ["/metrics"], "verbs": ["get"]}
+    ]
+    bound = {b["roleRef"]["name"] for b in by_kind(docs, "ClusterRoleBinding")}
+    assert "rel-trainyard-metrics-reader" not in bound
+    # without rbac.create the chart makes no RBAC objects for it either
+    unmanaged = render(SECURE, "rbac.create=false")
+    assert not {n for n in _named(unmanaged, "ClusterRole") if "metrics" in n}
+    assert not _named(unmanaged, "ClusterRoleBinding")
+
+
+def test_secure_service_monitor_scrapes_https_with_its_service_account_token() -> None:
+    plain = render("monitoring.serviceMonitor.enabled=true", api_versions=MONITORING_API)
+    (monitor,) = by_kind(plain, "ServiceMonitor")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert not {"scheme", "bearerTokenFile", "tlsConfig"} & set(endpoint)
+
+    docs = render(SECURE, "monitoring.serviceMonitor.enabled=true", api_versions=MONITORING_API)
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    # the certificate is self-signed at the operator's start: nothing to verify it against
+    assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+
+
+def test_a_cert_secret_is_mounted_and_verified_by_the_service_monitor() -> None:
+    docs = render(
+        SECURE,
+        "metrics.certSecret=metrics-tls",
+        "monitoring.serviceMonitor.enabled=true",
+        api_versions=MONITORING_API,
+    )
+    (deployment,) = by_kind(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    cert_dir = _env(docs)["TRAINYARD_METRICS_CERT_DIR"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["metrics-tls"]["secret"]["secretName"] == "metrics-tls"
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["metrics-tls"] == {
+        "name": "metrics-tls",
+        "mountPath": cert_dir,
+        "readOnly": True,
+    }
+    assert "subPath" not in mounts["metrics-tls"]  # a subPath mount would never see a renewal
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["tlsConfig"] == {
+        "serverName": "rel-trainyard-metrics.ops.svc",
+        "ca": {"secret": {"name": "metrics-tls", "key": "ca.crt"}},
+    }
+
+
+def test_a_cert_secret_without_secure_metrics_is_refused() -> None:
+    done = helm(
+        "template",
+        "rel",
+        str(CHART),
+        f"--kube-version={KUBE_VERSION}",
+        "--set",
+        "metrics.certSecret=metrics-tls",
+    )
+    assert done.returncode != 0
+    assert "secure" in done.stderr

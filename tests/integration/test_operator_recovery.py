@@ -4,6 +4,8 @@ not post before it died are posted by its successor, once."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +20,7 @@ from integration.operator_fixtures import (
     wait_for,
     wait_until_authorized,
 )
+from trainyard_local.cluster import LocalCluster
 from trainyard_local.operator_process import OperatorProcess
 
 pytestmark = pytest.mark.integration
@@ -121,3 +124,57 @@ def test_events_lost_before_a_restart_are_posted_once_by_the_next_operator(
     assert reasons.count("CheckpointsNotPersistent") == 1, reasons
     created = [m for _, r, m in jobs.events("told") if r == "WorkersCreated" and "attempt 0" in m]
     assert len(created) == 1, jobs.events("told")
+
+
+def _jobs_in_phase(process: OperatorProcess, namespace: str, phase: str) -> float:
+    for line in process.metrics_text().splitlines():
+        labels = (f'namespace="{namespace}"', f'phase="{phase}"')
+        if line.startswith("trainyard_jobs{") and all(label in line for label in labels):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_what_was_deleted_while_the_watch_was_away_is_noticed(
+    operator_factory: Callable[..., OperatorProcess],
+    jobs: Jobs,
+    local_cluster: LocalCluster,
+    namespace: str,
+) -> None:
+    # The operator is frozen across an API server restart while a job and another job's
+    # worker are deleted and etcd's history is compacted: its watches cannot resume (410
+    # Gone), kopf lists again, and no DELETED event ever reports either deletion.
+    operator = operator_factory(TRAINYARD_RESYNC_SECONDS="3")
+    jobs.create("stays", workers=2)
+    jobs.create("goes", workers=2)
+    jobs.wait_phase("stays", "Running")
+    jobs.wait_phase("goes", "Running")
+    assert operator.pid is not None
+    os.kill(operator.pid, signal.SIGSTOP)
+    try:
+        # first the restart, so no DELETED event can wait in the frozen process's socket
+        local_cluster.restart("kube-apiserver")
+        jobs.delete("goes")
+        jobs.core.delete_namespaced_pod("stays-worker-1", namespace, grace_period_seconds=0)
+        wait_for(
+            "the job, its pods and the worker to be gone",
+            lambda: (
+                jobs.get("goes") is None
+                and not jobs.pods("goes")
+                and "stays-worker-1" not in [p["metadata"]["name"] for p in jobs.pods("stays")]
+            ),
+            timeout=120,
+        )
+        local_cluster.compact_etcd()
+    finally:
+        os.kill(operator.pid, signal.SIGCONT)
+
+    # The lost worker is noticed (the gang restarts) and the deleted job is forgotten.
+    jobs.wait_event("stays", "GangRestart", timeout=120)
+    wait_for(
+        "stays running again, and the only running job the operator counts",
+        lambda: (
+            jobs.status("stays").get("phase") == "Running"
+            and _jobs_in_phase(operator, namespace, "Running") == 1
+        ),
+        timeout=120,
+    )

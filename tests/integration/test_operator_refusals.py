@@ -144,5 +144,11 @@ def test_a_restarted_operator_keeps_counting_from_the_first_refusal(
     assert failed_at >= refused_at + timedelta(seconds=timeout)
     assert failed_at < restarted_at + timedelta(seconds=timeout)
     # One event for the refusal and one for the failure: the retry after the restart did not
-    # take the refusal for a new one.
+    # take the refusal for a new one (and the refusal's event, lost if the kill came between
+    # its status write and its post, was posted by the restarted operator). Events follow
+    # the status write, so they are waited for.
+    wait_for(
+        "the refusal's and the failure's events",
+        lambda: jobs.reasons("remembered").count("PodCreateFailed") >= 2,
+    )
     assert jobs.reasons("remembered").count("PodCreateFailed") == 2

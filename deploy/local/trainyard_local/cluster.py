@@ -18,8 +18,10 @@ kubelets on fake nodes. Everything lives in one state directory:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import ssl
 import sys
@@ -314,7 +316,9 @@ class LocalCluster:
             tie_to_parent=self.tie_to_parent,
         )
         self._popens[popen.pid] = popen
-        record["processes"].append({"component": component, "pid": popen.pid, "match": match})
+        record["processes"].append(
+            {"component": component, "pid": popen.pid, "match": match, "argv": argv}
+        )
         record["last_ports"] = list(record["ports"].values())
         self._write_record(record)
         self._progress(f"{component}: started (pid {popen.pid}, log {self.log_path(component)})")
@@ -511,6 +515,47 @@ class LocalCluster:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
         self._progress(f"{component}: {what}")
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def restart(self, component: str, *, kill: bool = False) -> None:
+        """Stop one component (SIGTERM, or SIGKILL with `kill`) and start it again with the
+        same arguments, waiting until it is ready: the fault tests' way to restart etcd or
+        the API server under a running operator. Data and ports stay."""
+        record = self._record()
+        entries = [e for e in record.get("processes", []) if e["component"] == component]
+        if not entries:
+            raise ClusterStartError(f"{component} is not running in cluster {self.name}")
+        entry = entries[-1]
+        tracked = processes.Tracked(component, int(entry["pid"]), entry["match"])
+        popen = self._popens.pop(tracked.pid, None)
+        if kill and processes.is_running(tracked, popen):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(tracked.pid, signal.SIGKILL)
+        processes.stop(tracked, popen=popen)  # reaps it (or stops it, without `kill`)
+        record["processes"] = [e for e in record["processes"] if e is not entry]
+        self._spawn(component, list(entry["argv"]), entry["match"], record)
+        ports = record["ports"]
+        probes: dict[str, Callable[[], bool]] = {
+            "etcd": lambda: self._get(f"http://127.0.0.1:{ports['etcd']}/health", verify=False),
+            "kube-apiserver": lambda: self._get_api("/readyz"),
+        }
+        probe = probes.get(component)
+        if probe is not None:
+            self._wait(component, probe)
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to its current revision (what kube-apiserver does every
+        5 minutes): a watch that resumes from an older resourceVersion then gets 410 Gone and
+        must list again. Through etcd's own JSON gateway; returns the revision."""
+        base = f"http://127.0.0.1:{self._record()['ports']['etcd']}/v3/kv"
+        with httpx.Client(timeout=30) as http:
+            head = http.post(f"{base}/range", json={"key": "AA=="}).raise_for_status().json()
+            revision = int(head["header"]["revision"])
+            http.post(
+                f"{base}/compaction", json={"revision": revision, "physical": True}
+            ).raise_for_status()
+        return revision
 
     # -- stop -------------------------------------------------------------------------------
 

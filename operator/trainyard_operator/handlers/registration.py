@@ -7,12 +7,14 @@
   indexes completely before it delivers any other event, so a restarted operator never sees
   a job before its pods;
 - event handlers that hand each TrainingJob version to its worker and wake a job's worker
-  whenever one of its pods changes.
+  whenever one of its pods changes;
+- the periodic consistency pass (`handlers.consistency`), started with the runtime.
 Importing this module registers the handlers with kopf's default registry (`main` does it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +25,7 @@ import kopf
 from trainyard_operator.api.constants import GROUP, LABEL_JOB_NAME, PLURAL, VERSION
 from trainyard_operator.builders import BuildSettings
 from trainyard_operator.clients import KubeClient
+from trainyard_operator.handlers.consistency import run_consistency_passes
 from trainyard_operator.handlers.runtime import Runtime
 from trainyard_operator.handlers.worker import JobWorker
 from trainyard_operator.metrics import OperatorMetrics
@@ -75,6 +78,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         else "no PodGroup API",
     )
     memo["runtime"] = runtime
+    runtime.tasks.append(
+        asyncio.create_task(run_consistency_passes(runtime), name="consistency passes")
+    )
 
 
 @kopf.on.cleanup()
@@ -83,6 +89,8 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime | None = memo.get("runtime")
     if runtime is None:
         return
+    for task in runtime.tasks:
+        task.cancel()
     for worker in list(runtime.workers.values()):
         await worker.stop()
     await runtime.http.close()

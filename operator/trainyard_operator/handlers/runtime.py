@@ -8,6 +8,7 @@ start-up.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -39,9 +40,19 @@ class Runtime:
     pods: kopf.Index[JobKey, PodView] | None = None
     """kopf's in-memory index of worker pods by (namespace, job), filled from its watch."""
     workers: dict[JobKey, JobWorker] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    """Background tasks of the operator (the consistency passes), cancelled at shutdown."""
+    ghosts: frozenset[str] = frozenset()
+    """UIDs of indexed pods the consistency pass found deleted (kopf's index keeps them)."""
 
     def pods_of(self, key: JobKey) -> list[PodView]:
-        """The job's worker pods as last seen by the watch (every attempt)."""
+        """The job's worker pods as last seen by the watch (every attempt), less ghosts."""
         if self.pods is None:
             return []
-        return list(self.pods.get(key, []) or [])
+        return [p for p in self.pods.get(key, []) or [] if p.uid not in self.ghosts]
+
+    def indexed_pods(self) -> list[tuple[JobKey, PodView]]:
+        """Every pod in the index with its job's key, ghosts included."""
+        if self.pods is None:
+            return []
+        return [(key, p) for key in list(self.pods) for p in self.pods.get(key, []) or []]

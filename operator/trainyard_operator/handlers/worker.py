@@ -33,7 +33,7 @@ from trainyard_operator.api.status import Progress, TrainingJobStatus
 from trainyard_operator.builders.podgroup import pod_group
 from trainyard_operator.builders.pods import worker_pod
 from trainyard_operator.builders.service import headless_service
-from trainyard_operator.clients import ConflictError, RejectedError
+from trainyard_operator.clients import ConflictError, JobGoneError, RejectedError
 from trainyard_operator.handlers.progress import read_progress
 from trainyard_operator.handlers.runtime import JobKey, Runtime
 from trainyard_operator.status import (
@@ -95,6 +95,15 @@ class JobWorker:
         """One of the job's pods changed."""
         self.wake.set()
 
+    @property
+    def uid(self) -> str:
+        return str((self.body.get("metadata") or {}).get("uid", ""))
+
+    @property
+    def resource_version(self) -> int:
+        """The resourceVersion of the newest version of the job this worker has seen."""
+        return _resource_version(self.body)
+
     async def stop(self) -> None:
         """The job is gone (or the operator stops)."""
         self.task.cancel()
@@ -114,6 +123,14 @@ class JobWorker:
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise
+            except JobGoneError:
+                # Deleted while the watch was away (its DELETED event never came): nothing
+                # is left to reconcile, and retrying the 404 would go on forever.
+                log.info("%s/%s no longer exists; its worker stops", *self.key)
+                if self.runtime.workers.get(self.key) is self:
+                    self.runtime.workers.pop(self.key, None)
+                    self.runtime.metrics.forget(*self.key)
+                return
             except Exception as err:
                 key = self.key
                 if isinstance(err, WorkersRefusedError):  # expected: no traceback
@@ -158,7 +175,7 @@ class JobWorker:
             except ConflictError:
                 fresh = await rt.client.get_job(job.namespace, job.name)
                 if fresh is None:
-                    return None
+                    raise JobGoneError(f"{job.namespace}/{job.name} no longer exists") from None
                 self.body = fresh
                 return 0.0
             self._record(job, plan, now)

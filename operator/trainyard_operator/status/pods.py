@@ -57,6 +57,9 @@ class PodView:
     away (eviction, preemption, its node's taint or shutdown) rather than failing by itself."""
     owner_uid: str = ""
     """UID of the pod's controller ownerReference ("" when it has none: orphaned)."""
+    resource_version: int = 0
+    """metadata.resourceVersion as a number (etcd's are increasing integers; 0 if not): the
+    consistency pass compares it with a list's to tell a ghost from a pod newer than the list."""
 
     @property
     def deleting(self) -> bool:
@@ -146,4 +149,10 @@ class PodView:
             unschedulable=unschedulable,
             disruption=disruption,
             owner_uid=str(owner.get("uid") or ""),
+            resource_version=_version(meta.get("resourceVersion")),
         )
+
+
+def _version(value: object) -> int:
+    text = str(value or "")
+    return int(text) if text.isdigit() else 0
