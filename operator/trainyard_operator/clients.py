@@ -24,6 +24,7 @@ from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from trainyard_operator.api.constants import GROUP, KIND, LABEL_JOB_NAME, PLURAL, VERSION
 from trainyard_operator.builders import PodGroupFlavor
@@ -31,6 +32,8 @@ from trainyard_operator.metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
 
+#: Answers after which a request is worth repeating (overload, an API server going away).
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Objects per page of the consistency pass's lists (bounded memory per response).
 LIST_PAGE = 500
 
@@ -88,6 +91,7 @@ class KubeClient:
         self._api = api
         self._timeout = timeout
         self._core = client.CoreV1Api(api)
+        self._networking = client.NetworkingV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self._metrics = metrics
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="kube-api")
@@ -136,6 +140,12 @@ class KubeClient:
     async def create_service(self, namespace: str, body: Mapping[str, Any]) -> bool:
         """Create a Service; False when it already exists."""
         return await self._create(self._core.create_namespaced_service, namespace, body)
+
+    async def create_network_policy(self, namespace: str, body: Mapping[str, Any]) -> bool:
+        """Create a NetworkPolicy; False when it already exists."""
+        return await self._create(
+            self._networking.create_namespaced_network_policy, namespace, body
+        )
 
     async def create_pod_group(
         self, flavor: PodGroupFlavor, namespace: str, body: Mapping[str, Any]
@@ -254,11 +264,13 @@ class KubeClient:
         message: str,
         *,
         key: str = "",
-    ) -> None:
+    ) -> bool:
         """Record a core/v1 Event on the TrainingJob (what `kubectl describe tj` lists).
 
         With a `key` (which occurrence this is) the Event's name is made from the job's uid
         and the key, so posting the same occurrence again is a 409 and shows nothing twice.
+        False when the API server could not be reached or was overloaded (worth a retry);
+        True when it was posted, was there already, or was refused for good.
         """
         meta = job.get("metadata") or {}
         namespace = meta.get("namespace", "default")
@@ -288,6 +300,7 @@ class KubeClient:
             "lastTimestamp": now,
             "count": 1,
         }
+        where = f"{namespace}/{meta.get('name')}"
         try:
             await self._call(
                 "create",
@@ -297,15 +310,15 @@ class KubeClient:
             )
         except ApiException as err:
             if err.status == 409 and key:
-                return  # this occurrence was posted already (before a restart)
+                return True  # this occurrence was posted already (before a restart)
+            transient = err.status in TRANSIENT_STATUSES
             # An event is a courtesy: losing one must not stop a reconcile.
-            log.warning(
-                "could not post event %s on %s/%s: %s",
-                reason,
-                namespace,
-                meta.get("name"),
-                err.reason,
-            )
+            log.warning("could not post event %s on %s: %s", reason, where, err.reason)
+            return not transient
+        except (HTTPError, OSError) as err:  # connection refused or reset, timed out
+            log.warning("could not post event %s on %s: %s", reason, where, err)
+            return False
+        return True
 
     # --- lists for the consistency pass -------------------------------------------------------
 

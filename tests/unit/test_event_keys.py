@@ -79,9 +79,9 @@ def _running_status(restarts: int, since: datetime) -> TrainingJobStatus:
 
 def test_each_gang_restart_is_its_own_occurrence() -> None:
     now = datetime(2026, 12, 2, tzinfo=UTC)
-    first, second = (event_key("GangRestart", _running_status(n, now)) for n in (1, 2))
+    first, second = (event_key("GangRestart", "", _running_status(n, now)) for n in (1, 2))
     assert first != second
-    assert event_key("GangRestart", _running_status(2, now)) == second
+    assert event_key("GangRestart", "", _running_status(2, now)) == second
 
 
 def test_a_restart_long_after_the_last_transition_reposts_nothing() -> None:
@@ -92,3 +92,45 @@ def test_a_restart_long_after_the_last_transition_reposts_nothing() -> None:
     ]
     later = now + IMPLIED_WINDOW + timedelta(seconds=1)
     assert implied_events(status, later, warn_checkpoints=False) == ()
+
+
+def test_after_a_gang_restart_the_old_gangs_event_does_not_take_the_new_gangs_key() -> None:
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def status(restarts: int, attempt: int, restarting: bool) -> TrainingJobStatus:
+        conditions = [
+            {
+                "type": "Created",
+                "status": "True",
+                "reason": "WorkersCreated",
+                "message": f"creating 2 worker pods (attempt {attempt})",
+                "lastTransitionTime": stamp,
+            }
+        ]
+        if restarting:
+            conditions.append(
+                {
+                    "type": "Restarting",
+                    "status": "True",
+                    "reason": "WorkerFailed",
+                    "message": "worker 1 failed; restarting the gang",
+                    "lastTransitionTime": stamp,
+                }
+            )
+        return TrainingJobStatus.model_validate(
+            {"phase": "Restarting", "restarts": restarts, "conditions": conditions}
+        )
+
+    first_gang = event_key(
+        "WorkersCreated", "creating 2 worker pods (attempt 0)", status(0, 0, False)
+    )
+    # killed right after the restart's status write: the Created condition still tells of
+    # attempt 0, and what the restarted operator derives from it is that same occurrence
+    implied = implied_events(status(1, 0, True), now, warn_checkpoints=False)
+    (created,) = [e for e in implied if e.reason == "WorkersCreated"]
+    assert created.key == first_gang
+    second_gang = event_key(
+        "WorkersCreated", "creating 2 worker pods (attempt 1)", status(1, 1, True)
+    )
+    assert second_gang != first_gang

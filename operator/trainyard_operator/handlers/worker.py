@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from trainyard_operator.api.job import TrainingJob
 from trainyard_operator.api.status import Progress, TrainingJobStatus
+from trainyard_operator.builders.networkpolicy import network_policy
 from trainyard_operator.builders.podgroup import pod_group
 from trainyard_operator.builders.pods import worker_pod
 from trainyard_operator.builders.service import headless_service
@@ -38,6 +39,7 @@ from trainyard_operator.handlers.progress import read_progress
 from trainyard_operator.handlers.runtime import JobKey, Runtime
 from trainyard_operator.status import (
     CreateFailure,
+    Event,
     Plan,
     PodView,
     checkpoints_lost_on_restart,
@@ -54,6 +56,9 @@ DEBOUNCE_SECONDS = 0.05
 # An expectation the watch never confirmed is dropped after this long (then re-checked).
 EXPECTATION_TTL_SECONDS = 30.0
 ACTIVE_PHASES = ("Running", "Compressing")
+# Events kept for another try while the API server is away (more are dropped: a user reads a
+# few recent events, and an operator that keeps failing to post says so in its log).
+MAX_UNPOSTED = 20
 
 
 class JobWorker:
@@ -67,8 +72,8 @@ class JobWorker:
         self.wake.set()
         self._created: dict[tuple[str, int], float] = {}
         self._deleted: dict[str, float] = {}
-        # (job uid, gang attempt) whose Service and PodGroup were last ensured: each new gang
-        # ensures them again, so a Service deleted by hand comes back with the next gang
+        # (job uid, gang attempt) whose Service, PodGroup and NetworkPolicy were last ensured:
+        # each new gang ensures them again, so one deleted by hand comes back with the next gang
         self._children_for: tuple[str, int] | None = None
         self._last_read = 0.0
         self._timed_running = False
@@ -81,6 +86,9 @@ class JobWorker:
         self._strays_reported: set[str] = set()
         # the first pass re-posts what the stored status implies (see status.events)
         self._implied_posted = False
+        # keyed events the API server could not take (it was away): posted again each pass
+        # until it does, since the status that implies them is already written
+        self._unposted: list[Event] = []
         self.task = asyncio.create_task(self._loop(), name=f"trainingjob {key[0]}/{key[1]}")
 
     # --- inputs from the watch ---------------------------------------------------------------
@@ -162,6 +170,9 @@ class JobWorker:
         now = datetime.now(UTC)
         if not self._implied_posted:
             await self._post_implied(job, now)
+        if self._unposted:
+            pending, self._unposted = self._unposted, []
+            await self._post(pending)
         progress = await self._progress(job, pods)
         plan = reconcile(job, pods, now, progress, self._refusal)
         if not plan.create_workers:
@@ -188,8 +199,8 @@ class JobWorker:
             log.info("ttlSecondsAfterFinished passed: deleting %s/%s", *self.key)
             await rt.client.delete_job(job.namespace, job.name, job.uid)
             return None
-        await self._remove_strays(job, ownership)
         try:
+            await self._remove_strays(job, ownership)
             if plan.ensure_children and self._children_for != (job.uid, plan.gang):
                 await self._ensure_children(job, plan.gang)
             await self._delete(job, plan)
@@ -198,6 +209,12 @@ class JobWorker:
             # The pass's events (PodCreateFailed among them) still go out; the retry follows.
             await self._post_events(plan, workers_created=False)
             raise
+        except Exception:
+            # The status telling of this pass is written: its events are owed whatever else
+            # failed (the API server went away mid-pass), and the next pass posts them.
+            self._unposted.extend(e for e in plan.events if e.key)
+            del self._unposted[MAX_UNPOSTED:]
+            raise
         await self._post_events(plan, workers_created=created)
         return self._next_look(plan)
 
@@ -205,22 +222,25 @@ class JobWorker:
         """Events an operator killed after a status write never posted (see status.events):
         those it did post come back 409 and stay single."""
         implied = implied_events(job.status, now, warn_checkpoints=checkpoints_lost_on_restart(job))
-        for event in implied:
-            await self.runtime.client.post_event(
-                self.body, event.type, event.reason, event.message, key=event.key
-            )
+        await self._post(list(implied))
         self._implied_posted = True
 
-    async def _post_events(self, plan: Plan, *, workers_created: bool = True) -> None:
-        for event in plan.events:
-            if event.reason == "WorkersCreated" and not workers_created:
-                # A pass that ran before the watch reported the pods just created plans the
-                # same gang again; the expectations hold back the creations, and this keeps
-                # the event from being posted a second time.
-                continue
-            await self.runtime.client.post_event(
+    async def _post(self, events: list[Event]) -> None:
+        """Post keyed events; those the API server could not take wait for the next pass."""
+        for event in events:
+            posted = await self.runtime.client.post_event(
                 self.body, event.type, event.reason, event.message, key=event.key
             )
+            if not posted and event.key and len(self._unposted) < MAX_UNPOSTED:
+                self._unposted.append(event)
+
+    async def _post_events(self, plan: Plan, *, workers_created: bool = True) -> None:
+        # A pass that ran before the watch reported the pods just created plans the same gang
+        # again; the expectations hold back the creations, and this keeps its WorkersCreated
+        # from costing a second (refused) post.
+        await self._post(
+            [e for e in plan.events if workers_created or e.reason != "WorkersCreated"]
+        )
 
     # --- steps ---------------------------------------------------------------------------------
 
@@ -253,6 +273,13 @@ class JobWorker:
             await rt.client.create_service(job.namespace, headless_service(job))
         except RejectedError as err:
             self._note_refusal(attempt, err, what=f"the headless Service {job.name}")
+        if rt.build.network_policy is not None:
+            # before any worker exists, so none runs unconfined; a refusal (RBAC without the
+            # rule, a quota) keeps the workers back rather than run them open
+            try:
+                await rt.client.create_network_policy(job.namespace, network_policy(job, rt.build))
+            except RejectedError as err:
+                self._note_refusal(attempt, err, what=f"the NetworkPolicy {job.name}")
         gang = job.spec.scheduling.gang
         if rt.pod_group_flavor and gang != "Disabled":
             body = pod_group(job, rt.pod_group_flavor)

@@ -11,6 +11,7 @@ twice is refused by the API server (409), never shown twice. A worker's first pa
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
@@ -48,7 +49,7 @@ class Event:
     """Which occurrence this is (see `event_key`); empty for events that are not deduplicated."""
 
 
-def event_key(reason: str, status: TrainingJobStatus) -> str:
+def event_key(reason: str, message: str, status: TrainingJobStatus) -> str:
     """The occurrence an event of `reason` announces, read from the status that records it."""
 
     def since(kind: str) -> str:
@@ -63,13 +64,17 @@ def event_key(reason: str, status: TrainingJobStatus) -> str:
     if reason in ("Suspended", "Resumed"):
         return f"{reason}@{since('Suspended')}"
     if reason in ("WorkersCreated", "PodCreateFailed"):
-        return f"{reason}/attempt-{status.restarts}@{since('Created')}/{since('Suspended')}"
+        # By message (which names the attempt): after a gang restart the Created condition
+        # still describes the previous attempt until the next gang is planned, so the count
+        # of restarts alone would give the old gang's event the new gang's key.
+        digest = hashlib.sha256(message.encode()).hexdigest()[:12]
+        return f"{reason}/{digest}@{since('Created')}/{since('Suspended')}"
     return reason  # once per job (CheckpointsNotPersistent)
 
 
 def keyed(events: list[Event], status: TrainingJobStatus) -> tuple[Event, ...]:
     """The events with their keys, from the status the same pass writes."""
-    return tuple(replace(e, key=event_key(e.reason, status)) for e in events)
+    return tuple(replace(e, key=event_key(e.reason, e.message, status)) for e in events)
 
 
 def implied_events(
