@@ -57,6 +57,15 @@ def main() -> None:
     # kopf logs every watch event at DEBUG; keep its INFO chatter out unless asked.
     if settings.log_level != "DEBUG":
         logging.getLogger("kopf").setLevel(logging.WARNING)
+    if settings.network_policy and not settings.network_policy_operator_namespace:
+        own = _own_namespace()
+        if not own:
+            sys.exit(
+                "trainyard-operator: TRAINYARD_NETWORK_POLICY needs the operator's namespace, "
+                "which each job's policy lets read the trainer metrics: set "
+                "TRAINYARD_NETWORK_POLICY_OPERATOR_NAMESPACE (or POD_NAMESPACE)"
+            )
+        settings = settings.model_copy(update={"network_policy_operator_namespace": own})
     metrics = OperatorMetrics()
     _serve_metrics(settings, metrics)
     from trainyard_operator import handlers  # noqa: F401 - importing registers the handlers
@@ -109,17 +118,19 @@ def _serve_metrics(settings: OperatorSettings, metrics: OperatorMetrics) -> None
         sys.exit(f"trainyard-operator: cannot serve secure metrics: {err}")
 
 
+def _own_namespace() -> str:
+    """The namespace of this operator's pod: POD_NAMESPACE (the chart sets it from the
+    downward API), else the mounted ServiceAccount's; "" outside a pod."""
+    if namespace := os.environ.get("POD_NAMESPACE", ""):
+        return namespace
+    if SERVICE_ACCOUNT_NAMESPACE.exists():
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    return ""
+
+
 def _elect(settings: OperatorSettings, metrics: OperatorMetrics) -> LeaseElector:
     """Stand by (answering /healthz) until this replica holds the Lease, then keep it."""
-    namespace = (
-        settings.leader_election_namespace
-        or os.environ.get("POD_NAMESPACE", "")
-        or (
-            SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
-            if SERVICE_ACCOUNT_NAMESPACE.exists()
-            else ""
-        )
-    )
+    namespace = settings.leader_election_namespace or _own_namespace()
     if not namespace:
         sys.exit(
             "trainyard-operator: TRAINYARD_LEADER_ELECTION needs the Lease's namespace: set "

@@ -7,12 +7,18 @@ operator at start with pydantic's error naming the variable.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/trainyard/trainer:0.1.0"
+#: Namespaces whose pods may scrape the trainer metrics port through a job's NetworkPolicy.
+DEFAULT_MONITORING_NAMESPACES = "kubernetes.io/metadata.name=monitoring"
+#: The operator's pods: the labels of the chart's selector that do not depend on the release
+#: (the chart passes its full selector).
+DEFAULT_OPERATOR_PODS = "app.kubernetes.io/name=trainyard,app.kubernetes.io/component=operator"
 
 
 class OperatorSettings(BaseSettings):
@@ -76,6 +82,29 @@ class OperatorSettings(BaseSettings):
     exits (before any standby may take over)."""
     lease_retry_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
     """TRAINYARD_LEASE_RETRY_SECONDS: between tries to take or renew the Lease."""
+    network_policy: bool = False
+    """TRAINYARD_NETWORK_POLICY: give every job a NetworkPolicy `<job>` beside its headless
+    Service that admits to its workers only the job's own workers (on every port) and, on
+    the trainer metrics port alone, pods of the monitoring namespaces and the operator's own
+    pods. It takes effect only where the cluster's CNI enforces NetworkPolicy, and the
+    operator needs `create` on networkpolicies (the chart's rules grant it)."""
+    network_policy_monitoring_namespaces: Annotated[dict[str, Any], NoDecode] = Field(
+        default_factory=lambda: parse_label_selector(DEFAULT_MONITORING_NAMESPACES)
+    )
+    """TRAINYARD_NETWORK_POLICY_MONITORING_NAMESPACES: a label selector in kubectl's `-l`
+    syntax (`kubectl get namespaces -l ...` lists what it selects) naming the namespaces
+    whose pods may scrape the trainer metrics port; empty selects every namespace."""
+    network_policy_operator_pods: Annotated[dict[str, Any], NoDecode] = Field(
+        default_factory=lambda: parse_label_selector(DEFAULT_OPERATOR_PODS)
+    )
+    """TRAINYARD_NETWORK_POLICY_OPERATOR_PODS: a label selector (kubectl's `-l` syntax) of
+    the operator's own pods, which read worker 0's metrics for progress; the chart passes its
+    selector labels. Empty admits every pod of the operator's namespace."""
+    network_policy_operator_namespace: str = ""
+    """TRAINYARD_NETWORK_POLICY_OPERATOR_NAMESPACE: the namespace of those pods; empty means
+    the namespace the operator's pod runs in (POD_NAMESPACE, else its ServiceAccount's
+    namespace file). Without either the operator does not start with the policy on, since
+    its progress reads would be shut out."""
 
     @model_validator(mode="after")
     def _lease_timing(self) -> OperatorSettings:
@@ -109,3 +138,92 @@ class OperatorSettings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "network_policy_monitoring_namespaces", "network_policy_operator_pods", mode="before"
+    )
+    @classmethod
+    def _selector(cls, value: object) -> object:
+        return parse_label_selector(value) if isinstance(value, str) else value
+
+
+# A label key is an optional DNS subdomain prefix and a name; a value is a name or empty.
+_LABEL_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"(?:[a-z0-9](?:[-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}")
+_LABEL_VALUE = re.compile(f"(?:{_LABEL_NAME})?")
+_SET_BASED = re.compile(r"(?P<key>[^\s!=(),]+)\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)")
+_EQUALITY = re.compile(r"(?P<key>[^\s!=(),]+)\s*(?P<op>==|=|!=)\s*(?P<value>[^\s!=(),]*)")
+_ABSENT = re.compile(r"!\s*(?P<key>[^\s!=(),]+)")
+_PRESENT = re.compile(r"(?P<key>[^\s!=(),]+)")
+
+
+def parse_label_selector(text: str) -> dict[str, Any]:
+    """A selector in kubectl's `-l` syntax (`a=b,c!=d,e in (f,g),h notin (i),j,!k`) as the
+    LabelSelector object of the API (matchLabels, matchExpressions); "" selects everything.
+
+    The syntax users already try out with `kubectl get ... -l`; what the API's LabelSelector
+    cannot say (`<`, `>`) or a malformed key is refused at start, not by the API server on
+    the first job.
+    """
+    labels: dict[str, str] = {}
+    expressions: list[dict[str, Any]] = []
+    for part in _split_requirements(text):
+        if match := _SET_BASED.fullmatch(part):
+            if not match["values"].strip():
+                raise ValueError(f"label selector {text!r}: {part!r} lists no values")
+            values = [v.strip() for v in match["values"].split(",")]
+            operator = "In" if match["op"] == "in" else "NotIn"
+            expressions.append(
+                {"key": _key(match["key"]), "operator": operator, "values": _values(values)}
+            )
+        elif match := _EQUALITY.fullmatch(part):
+            key, (value,) = _key(match["key"]), _values([match["value"]])
+            if match["op"] == "!=":
+                expressions.append({"key": key, "operator": "NotIn", "values": [value]})
+            elif labels.setdefault(key, value) != value:
+                raise ValueError(f"label selector {text!r} asks {key} for two values")
+        elif match := _ABSENT.fullmatch(part):
+            expressions.append({"key": _key(match["key"]), "operator": "DoesNotExist"})
+        elif match := _PRESENT.fullmatch(part):
+            expressions.append({"key": _key(match["key"]), "operator": "Exists"})
+        else:
+            raise ValueError(f"label selector {text!r}: cannot read {part!r}")
+    selector: dict[str, Any] = {}
+    if labels:
+        selector["matchLabels"] = labels
+    if expressions:
+        selector["matchExpressions"] = expressions
+    return selector
+
+
+def _split_requirements(text: str) -> list[str]:
+    """The comma-separated requirements of a selector (commas inside `( )` are values')."""
+    parts: list[str] = []
+    depth = 0
+    current = ""
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    parts.append(current.strip())
+    if parts == [""]:
+        return []
+    if "" in parts or depth != 0:
+        raise ValueError(f"label selector {text!r} is not well formed")
+    return parts
+
+
+def _key(key: str) -> str:
+    if not _LABEL_KEY.fullmatch(key):
+        raise ValueError(f"{key!r} is not a label key")
+    return key
+
+
+def _values(values: list[str]) -> list[str]:
+    for value in values:
+        if not _LABEL_VALUE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a label value")
+    return values

@@ -441,3 +441,51 @@ def test_a_cert_secret_without_secure_metrics_is_refused() -> None:
     )
     assert done.returncode != 0
     assert "secure" in done.stderr
+
+
+JOB_POLICY = "operator.jobNetworkPolicy.enabled=true"
+
+
+def test_job_network_policies_are_off_by_default_and_the_rules_allow_them() -> None:
+    docs = render()
+    env = _env(docs)
+    assert env["TRAINYARD_NETWORK_POLICY"] == "false"
+    assert "TRAINYARD_NETWORK_POLICY_MONITORING_NAMESPACES" not in env
+    assert "TRAINYARD_NETWORK_POLICY_OPERATOR_PODS" not in env
+    # the operator makes them, not the chart
+    assert not by_kind(render(JOB_POLICY), "NetworkPolicy")
+    # granted with the switch off too, so turning it on is a change of settings only
+    rules = _named(docs, "ClusterRole")["rel-trainyard-operator"]["rules"]
+    assert {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": ["create"],
+    } in rules
+
+
+def test_job_network_policies_let_in_this_releases_operator_pods() -> None:
+    docs = render(JOB_POLICY)
+    env = _env(docs)
+    assert env["TRAINYARD_NETWORK_POLICY"] == "true"
+    assert env["TRAINYARD_NETWORK_POLICY_MONITORING_NAMESPACES"] == (
+        "kubernetes.io/metadata.name=monitoring"
+    )
+    (deployment,) = by_kind(docs, "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    operator_pods = env["TRAINYARD_NETWORK_POLICY_OPERATOR_PODS"] or ""
+    # exactly the Deployment's selector: every pod of this release's operator, and no label
+    # (pod-template-hash, podLabels) that a later rollout could change
+    assert dict(pair.split("=", 1) for pair in operator_pods.split(",")) == selector
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    (namespace,) = [e for e in container["env"] if e["name"] == "POD_NAMESPACE"]
+    assert namespace["valueFrom"]["fieldRef"] == {"fieldPath": "metadata.namespace"}
+
+    custom = render(
+        JOB_POLICY, "operator.jobNetworkPolicy.monitoringNamespaceSelector=team in (obs)"
+    )
+    assert _env(custom)["TRAINYARD_NETWORK_POLICY_MONITORING_NAMESPACES"] == "team in (obs)"
+
+
+def test_chart_lints_with_job_network_policies() -> None:
+    done = helm("lint", str(CHART), "--strict", "--set", JOB_POLICY)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -101,3 +101,99 @@ def test_no_progress_for_the_deadline_restarts_the_gang(
     failed = condition(status, "Failed")
     assert failed is not None and failed["reason"] == "BackoffLimitExceeded"
     assert "no training progress" in failed["message"]
+
+
+class _Hostile(BaseHTTPRequestHandler):
+    """A worker's endpoint turned against the operator: a redirect to another address of
+    the cluster, or a body that never ends."""
+
+    redirect_to = ""
+    sent: list[int] = []  # bytes of endless body each request got out before the reader left
+    served = threading.Event()
+
+    def do_GET(self) -> None:
+        if self.redirect_to:
+            self.send_response(302)
+            self.send_header("Location", self.redirect_to)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            _Hostile.served.set()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(1 << 30))  # 1 GiB promised
+        self.end_headers()
+        chunk = b"# " + b"x" * (1 << 16) + b"\n"
+        total = 0
+        try:
+            while total < 1 << 30:
+                self.wfile.write(chunk)
+                total += len(chunk)
+        except OSError:
+            pass  # the reader hung up: what a bounded reader does
+        _Hostile.sent.append(total)
+        _Hostile.served.set()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    requests: list[str] = []
+
+    def do_GET(self) -> None:
+        _Recorder.requests.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def serving(address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    server = ThreadingHTTPServer(address, handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _rss_bytes(operator: OperatorProcess) -> float:
+    for line in operator.metrics_text().splitlines():
+        if line.startswith("process_resident_memory_bytes "):
+            return float(line.split()[1])
+    raise AssertionError("the operator reports no process_resident_memory_bytes")
+
+
+def test_a_hostile_worker_endpoint_cannot_steer_or_flood_the_operator(
+    operator: OperatorProcess, jobs: Jobs
+) -> None:
+    jobs.create("hostile", workers=1)
+    jobs.wait_phase("hostile", "Running")
+    ip = jobs.pods("hostile")[0]["status"]["podIP"]
+    baseline = _rss_bytes(operator)
+
+    with serving(("127.0.0.1", 0), _Recorder) as recorder_port:
+        _Hostile.redirect_to = f"http://127.0.0.1:{recorder_port}/steal"
+        _Hostile.served.clear()
+        with serving((ip, 9400), _Hostile):
+            wait_for("the operator to read the redirect", _Hostile.served.is_set)
+            # a second read proves the first one finished without following it
+            _Hostile.served.clear()
+            wait_for("a second read", _Hostile.served.is_set)
+    assert _Recorder.requests == [], "the operator followed a redirect"
+
+    _Hostile.redirect_to = ""
+    _Hostile.sent.clear()
+    with serving((ip, 9400), _Hostile):
+        wait_for("three reads of the endless body", lambda: len(_Hostile.sent) >= 3, timeout=120)
+    # each read stopped near the operator's cap (1 MiB), plus what socket buffers hold
+    assert max(_Hostile.sent) < 16 << 20, _Hostile.sent
+    assert operator.running()
+    assert _rss_bytes(operator) < baseline + (64 << 20)
+    assert jobs.status("hostile")["phase"] == "Running"

@@ -5,25 +5,25 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import urllib.request
+import time
 
 import pytest
-from trainer_procs import DIGITS
+from trainer_procs import DIGITS, TrainerRun, free_port, scrape
 
 pytestmark = pytest.mark.timeout(240)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        body: bytes = resp.read()
-    return body.decode()
+def live_metrics(run: TrainerRun, port: int) -> str:
+    """Rank 0's metrics once an epoch's figures are in (the epoch line and the gauges are
+    written one after the other, so a scrape can fall between them)."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert run.proc.poll() is None, "the run ended before its metrics were read"
+        metrics = scrape(port)
+        if re.search(r"^trainyard_trainer_accuracy 0\.[5-9]", metrics, re.M):
+            return metrics
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.05)
 
 
 def test_two_processes_reach_95_percent_with_identical_replicas(trainer) -> None:
@@ -35,7 +35,7 @@ def test_two_processes_reach_95_percent_with_identical_replicas(trainer) -> None
         TRAINYARD_METRICS_HOST="127.0.0.1",
     )
     run.wait_for_line("[train] epoch 2/12")
-    metrics = scrape(port)  # served by local rank 0 while training runs
+    metrics = live_metrics(run, port)  # served by local rank 0 while training runs
     assert 'trainyard_trainer_stage{stage="train"} 1.0' in metrics
     assert re.search(r"^trainyard_trainer_epoch [1-9]", metrics, re.M)
     assert re.search(r"^trainyard_trainer_steps_total [1-9]", metrics, re.M)

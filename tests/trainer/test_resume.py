@@ -5,12 +5,13 @@ grace period."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
 import pytest
 import torch
-from trainer_procs import DIGITS, worker_pids
+from trainer_procs import DIGITS, free_port, scrape, worker_pids
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -46,10 +47,27 @@ def test_sigkill_mid_epoch_then_restart_resumes_and_matches(trainer) -> None:
     assert len(list((again.output / "checkpoints").glob("ckpt-*.pt"))) == 2
 
 
+def steps(port: int) -> float:
+    """Optimizer steps so far, from rank 0's live metrics."""
+    found = re.search(r"^trainyard_trainer_steps_total (\S+)$", scrape(port), re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def test_sigterm_saves_a_checkpoint_and_exits_143_within_the_grace_period(trainer) -> None:
-    run = trainer({**CONFIG, "trainer": {**CONFIG["trainer"], "epochs": 50}}, nproc=2)
+    port = free_port()
+    run = trainer(
+        {**CONFIG, "trainer": {**CONFIG["trainer"], "epochs": 50}},
+        nproc=2,
+        TRAINYARD_METRICS_PORT=str(port),
+        TRAINYARD_METRICS_HOST="127.0.0.1",
+    )
     run.wait_for_line("[train] epoch 2/50")
-    time.sleep(0.3)  # inside epoch 3 now
+    # inside epoch 3 once a step past the end of epoch 2 has been taken
+    after_epoch_2 = steps(port)
+    deadline = time.monotonic() + 120
+    while steps(port) <= after_epoch_2:
+        assert time.monotonic() < deadline, "no step after epoch 2"
+        time.sleep(0.02)
     sent = time.monotonic()
     run.proc.send_signal(signal.SIGTERM)  # as the kubelet does to the container's PID 1
     code = run.finish(timeout=30)

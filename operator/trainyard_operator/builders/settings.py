@@ -7,13 +7,31 @@ arguments.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from trainyard_operator.api.constants import MASTER_PORT, METRICS_PORT
 
 PodGroupFlavor = Literal["scheduler-plugins", "volcano"]
 ImagePullPolicy = Literal["Always", "IfNotPresent", "Never"]
+
+
+@dataclass(frozen=True)
+class NetworkPolicySettings:
+    """Who besides a job's own workers may reach them: on the trainer metrics port only."""
+
+    operator_namespace: str
+    """Namespace of the operator's pods, which read worker 0's metrics for progress."""
+    operator_pods: Mapping[str, Any]
+    """LabelSelector of the operator's pods in that namespace."""
+    monitoring_namespaces: Mapping[str, Any]
+    """LabelSelector of the namespaces whose pods may scrape the trainer metrics."""
+
+    def __post_init__(self) -> None:
+        # without it the operator's own progress reads would be shut out
+        if not self.operator_namespace:
+            raise ValueError("a job's NetworkPolicy needs the operator's namespace")
 
 
 @dataclass(frozen=True)
@@ -36,3 +54,6 @@ class BuildSettings:
     scheduling.gang is Disabled -- set it together with creating the PodGroup."""
     shm_size_limit: str | None = None
     """sizeLimit of the memory-backed /dev/shm volume (None: bounded by the memory limit)."""
+    network_policy: NetworkPolicySettings | None = None
+    """With a value, each job gets a NetworkPolicy (builders.networkpolicy) created with its
+    headless Service; None: no policy (TRAINYARD_NETWORK_POLICY off)."""

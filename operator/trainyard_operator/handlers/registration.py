@@ -23,7 +23,7 @@ import aiohttp
 import kopf
 
 from trainyard_operator.api.constants import GROUP, LABEL_JOB_NAME, PLURAL, VERSION
-from trainyard_operator.builders import BuildSettings
+from trainyard_operator.builders import BuildSettings, NetworkPolicySettings
 from trainyard_operator.clients import KubeClient
 from trainyard_operator.handlers.consistency import run_consistency_passes
 from trainyard_operator.handlers.runtime import Runtime
@@ -63,12 +63,23 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     http = aiohttp.ClientSession()
     flavor = await client.pod_group_flavor()
+    fence = (
+        NetworkPolicySettings(
+            operator_namespace=config.network_policy_operator_namespace,
+            operator_pods=config.network_policy_operator_pods,
+            monitoring_namespaces=config.network_policy_monitoring_namespaces,
+        )
+        if config.network_policy
+        else None
+    )
     runtime = Runtime(
         settings=config,
         metrics=metrics,
         client=client,
         http=http,
-        build=BuildSettings(trainer_image=config.trainer_image, pod_group_flavor=flavor),
+        build=BuildSettings(
+            trainer_image=config.trainer_image, pod_group_flavor=flavor, network_policy=fence
+        ),
         pod_group_flavor=flavor,
     )
     log.info(
@@ -77,6 +88,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         if runtime.pod_group_flavor
         else "no PodGroup API",
     )
+    if fence is not None:
+        log.info(
+            "per-job NetworkPolicies: metrics open to namespaces %s and operator pods %s in %s",
+            fence.monitoring_namespaces,
+            fence.operator_pods,
+            fence.operator_namespace,
+        )
     memo["runtime"] = runtime
     runtime.tasks.append(
         asyncio.create_task(run_consistency_passes(runtime), name="consistency passes")
