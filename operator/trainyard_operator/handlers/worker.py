@@ -89,6 +89,8 @@ class JobWorker:
         # keyed events the API server could not take (it was away): posted again each pass
         # until it does, since the status that implies them is already written
         self._unposted: list[Event] = []
+        # the last status write failed without an answer (the API server went away mid-call)
+        self._unsure = False
         self.task = asyncio.create_task(self._loop(), name=f"trainingjob {key[0]}/{key[1]}")
 
     # --- inputs from the watch ---------------------------------------------------------------
@@ -157,6 +159,14 @@ class JobWorker:
     async def _pass(self) -> float | None:
         """One reconcile pass; returns when to look again (None: on the next event only)."""
         rt = self.runtime
+        if self._unsure:
+            # A status write whose answer never came may have been stored: read the job back
+            # and post what its status implies (the write's events among them) before
+            # deciding again.
+            fresh = await rt.client.get_job(*self.key)
+            if fresh is None:
+                raise JobGoneError(f"{self.key[0]}/{self.key[1]} no longer exists")
+            self.body, self._unsure, self._implied_posted = fresh, False, False
         try:
             job = TrainingJob.from_object(self.body)
         except ValidationError as err:
@@ -189,6 +199,11 @@ class JobWorker:
                     raise JobGoneError(f"{job.namespace}/{job.name} no longer exists") from None
                 self.body = fresh
                 return 0.0
+            except JobGoneError:
+                raise
+            except Exception:
+                self._unsure = True
+                raise
             self._record(job, plan, now)
         rt.metrics.set_phase(job.namespace, job.name, plan.status.phase)
 
