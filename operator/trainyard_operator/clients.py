@@ -311,7 +311,9 @@ class KubeClient:
         except ApiException as err:
             if err.status == 409 and key:
                 return True  # this occurrence was posted already (before a restart)
-            transient = err.status in TRANSIENT_STATUSES
+            # 401/403 too: a restarted API server refuses requests until its authenticators
+            # and RBAC caches are ready (the caller bounds its tries)
+            transient = err.status in {*TRANSIENT_STATUSES, 401, 403}
             # An event is a courtesy: losing one must not stop a reconcile.
             log.warning("could not post event %s on %s: %s", reason, where, err.reason)
             return not transient

@@ -168,6 +168,28 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
     "gang-mode": (with_spec("scheduling", {"gang": "Always"}), "spec.scheduling.gang"),
     "relative-output-path": (with_spec("output", {"path": "out"}), "spec.output.path"),
     "unknown-field": (with_spec("replicas", 3), "spec.replicas"),
+    # shapes the operator merges into its pods (found by bench/admission_fuzz.py: admitted,
+    # they stalled the job with the pod builder raising)
+    "pod-template-containers-not-a-list": (
+        with_spec("podTemplate.spec.containers", "abc"),
+        "spec.podTemplate.spec.containers",
+    ),
+    "pod-template-container-not-an-object": (
+        with_spec("podTemplate.spec.containers", [5]),
+        "spec.podTemplate.spec.containers[0]",
+    ),
+    "pod-template-env-not-objects": (
+        with_spec("podTemplate.spec.containers", [{"name": "trainer", "env": ["X=1"]}]),
+        "spec.podTemplate.spec.containers[0].env[0]",
+    ),
+    "pod-template-init-container-security-context": (
+        with_spec("podTemplate.spec.initContainers", [{"name": "i", "securityContext": "x"}]),
+        "spec.podTemplate.spec.initContainers[0].securityContext",
+    ),
+    "pod-template-volumes-not-a-list": (
+        with_spec("podTemplate.spec.volumes", "x"),
+        "spec.podTemplate.spec.volumes",
+    ),
 }
 
 

@@ -321,12 +321,60 @@ class PodTemplateMetadata(ApiModel):
     """Extra annotations."""
 
 
+class EnvVarOverride(ApiModel):
+    """A core/v1 EnvVar of a podTemplate container; the API server checks the rest when it
+    creates the pod."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    """The variable's name (the pod contract's names keep their generated values)."""
+
+
+class ContainerOverride(ApiModel):
+    """A core/v1 Container of the podTemplate: the fields the operator merges are typed (so
+    admission names a malformed one), every other field is passed through as written."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: ShortString | None = None
+    """"trainer" (or no name, first in the list) merges into the worker container; any other
+    name adds a sidecar."""
+    env: list[EnvVarOverride] | None = None
+    """Extra environment variables (appended after the generated ones)."""
+    env_from: list[dict[str, Any]] | None = None
+    """core/v1 EnvFromSource entries."""
+    volume_mounts: list[dict[str, Any]] | None = None
+    """core/v1 VolumeMount entries."""
+    security_context: dict[str, Any] | None = None
+    """core/v1 SecurityContext; sidecars and init containers get the restricted profile's
+    settings wherever this sets none."""
+
+
+class PodSpecOverrides(ApiModel):
+    """A partial core/v1 PodSpec: the lists the operator merges are typed, every other field
+    is passed through as written (the API server checks it when it creates the pod)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    containers: list[ContainerOverride] | None = None
+    """Merged into the worker container ("trainer") or added as sidecars."""
+    init_containers: list[ContainerOverride] | None = None
+    """Init containers, run before the worker container."""
+    volumes: list[dict[str, Any]] | None = None
+    """core/v1 Volume entries, appended to the generated ones."""
+
+    def as_patch(self) -> dict[str, Any]:
+        """The overrides as written by the user (camelCase keys, unset fields left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
 class PodTemplateOverrides(ApiModel):
     """Overrides merged into the generated worker pods."""
 
     metadata: PodTemplateMetadata = Field(default_factory=PodTemplateMetadata)
     """Extra labels and annotations."""
-    spec: dict[str, Any] = Field(default_factory=dict)
+    spec: PodSpecOverrides = Field(default_factory=PodSpecOverrides)
     """Fields merged into the generated pod spec: objects merge key by key and lists append
     (volumes, tolerations); a container named "trainer" merges into the worker container
     (volumeMounts, envFrom, env), other containers are added as sidecars. hostname,

@@ -182,7 +182,7 @@ def worker_pod(
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": metadata,
-        "spec": merge_overrides(pod_spec, job.spec.pod_template.spec),
+        "spec": merge_overrides(pod_spec, job.spec.pod_template.spec.as_patch()),
     }
 
 

@@ -59,6 +59,8 @@ ACTIVE_PHASES = ("Running", "Compressing")
 # Events kept for another try while the API server is away (more are dropped: a user reads a
 # few recent events, and an operator that keeps failing to post says so in its log).
 MAX_UNPOSTED = 20
+# Tries of one event before it is given up (an API server that refuses for good).
+MAX_POST_TRIES = 10
 
 
 class JobWorker:
@@ -89,6 +91,7 @@ class JobWorker:
         # keyed events the API server could not take (it was away): posted again each pass
         # until it does, since the status that implies them is already written
         self._unposted: list[Event] = []
+        self._post_tries: dict[str, int] = {}
         # the last status write failed without an answer (the API server went away mid-call)
         self._unsure = False
         self.task = asyncio.create_task(self._loop(), name=f"trainingjob {key[0]}/{key[1]}")
@@ -246,8 +249,16 @@ class JobWorker:
             posted = await self.runtime.client.post_event(
                 self.body, event.type, event.reason, event.message, key=event.key
             )
-            if not posted and event.key and len(self._unposted) < MAX_UNPOSTED:
-                self._unposted.append(event)
+            if posted or not event.key:
+                self._post_tries.pop(event.key, None)
+                continue
+            tries = self._post_tries.get(event.key, 0) + 1
+            if tries >= MAX_POST_TRIES or len(self._unposted) >= MAX_UNPOSTED:
+                log.warning("%s/%s: giving up on event %s", *self.key, event.reason)
+                self._post_tries.pop(event.key, None)
+                continue
+            self._post_tries[event.key] = tries
+            self._unposted.append(event)
 
     async def _post_events(self, plan: Plan, *, workers_created: bool = True) -> None:
         # A pass that ran before the watch reported the pods just created plans the same gang
@@ -342,13 +353,13 @@ class JobWorker:
             return False
         # Build from the job as just written, so the pods carry the attempt being started.
         current = job.model_copy(update={"status": plan.status})
+        # (podTemplate shapes the builder could not merge never get here: the schema refuses
+        # them at admission, and TrainingJob.from_object for objects an older CRD admitted)
+        bodies = [worker_pod(current, i, plan.gang, rt.build) for i in todo]
         for i in todo:
             self._created[(names[i], plan.gang)] = now
         results = await asyncio.gather(
-            *(
-                rt.client.create_pod(job.namespace, worker_pod(current, i, plan.gang, rt.build))
-                for i in todo
-            ),
+            *(rt.client.create_pod(job.namespace, body) for body in bodies),
             return_exceptions=True,
         )
         refused: RejectedError | None = None
