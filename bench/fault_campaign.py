@@ -368,6 +368,12 @@ def control_plane_campaign(
         fail_worker(cluster, name, jobs)
     console.log("control plane: kube-apiserver SIGKILLed with 10 gang restarts in flight")
     local.restart("kube-apiserver", kill=True)
+    # A kube-scheduler with leader election (kubeadm's default) cannot renew its lease while
+    # the API server is down, exits, and is started again by its kubelet. The embedded one
+    # runs without it and survives with a scheduling cache the restart can leave corrupted
+    # ("Pod updated on a different node than previously added to"; new pods then stayed
+    # Pending for minutes in one run of seven): restart it as a real cluster would.
+    local.restart("kube-scheduler")
     wait_settled(cluster, jobs, names, counts)
     for name in names:
         finish(cluster, name, jobs)

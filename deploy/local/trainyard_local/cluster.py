@@ -539,6 +539,9 @@ class LocalCluster:
         probes: dict[str, Callable[[], bool]] = {
             "etcd": lambda: self._get(f"http://127.0.0.1:{ports['etcd']}/health", verify=False),
             "kube-apiserver": lambda: self._get_api("/readyz"),
+            "kube-scheduler": lambda: self._get(
+                f"https://127.0.0.1:{ports['kube-scheduler']}/readyz"
+            ),
         }
         probe = probes.get(component)
         if probe is not None:

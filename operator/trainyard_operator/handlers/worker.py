@@ -59,8 +59,9 @@ ACTIVE_PHASES = ("Running", "Compressing")
 # Events kept for another try while the API server is away (more are dropped: a user reads a
 # few recent events, and an operator that keeps failing to post says so in its log).
 MAX_UNPOSTED = 20
-# Tries of one event before it is given up (an API server that refuses for good).
-MAX_POST_TRIES = 10
+# How long one event is tried again before it is given up (an API server that refuses for
+# good); by time, not by tries: a restarting API server's watch reconnects bring many passes.
+POST_RETRY_SECONDS = 600.0
 
 
 class JobWorker:
@@ -91,7 +92,7 @@ class JobWorker:
         # keyed events the API server could not take (it was away): posted again each pass
         # until it does, since the status that implies them is already written
         self._unposted: list[Event] = []
-        self._post_tries: dict[str, int] = {}
+        self._failing_since: dict[str, float] = {}
         # the last status write failed without an answer (the API server went away mid-call)
         self._unsure = False
         self.task = asyncio.create_task(self._loop(), name=f"trainingjob {key[0]}/{key[1]}")
@@ -250,14 +251,13 @@ class JobWorker:
                 self.body, event.type, event.reason, event.message, key=event.key
             )
             if posted or not event.key:
-                self._post_tries.pop(event.key, None)
+                self._failing_since.pop(event.key, None)
                 continue
-            tries = self._post_tries.get(event.key, 0) + 1
-            if tries >= MAX_POST_TRIES or len(self._unposted) >= MAX_UNPOSTED:
+            since = self._failing_since.setdefault(event.key, time.monotonic())
+            if time.monotonic() - since > POST_RETRY_SECONDS or len(self._unposted) >= MAX_UNPOSTED:
                 log.warning("%s/%s: giving up on event %s", *self.key, event.reason)
-                self._post_tries.pop(event.key, None)
+                self._failing_since.pop(event.key, None)
                 continue
-            self._post_tries[event.key] = tries
             self._unposted.append(event)
 
     async def _post_events(self, plan: Plan, *, workers_created: bool = True) -> None:
