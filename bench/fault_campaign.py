@@ -48,9 +48,9 @@ from rich.console import Console
 from rich.table import Table
 from urllib3.exceptions import HTTPError
 
+from operator_api import operator_as_service_account
 from trainyard_local.cluster import LocalCluster
 from trainyard_local.fake_runner import EXIT_CODE
-from trainyard_local.kubeconfig import write_token_kubeconfig
 from trainyard_local.operator_process import OperatorProcess
 from trainyard_local.pytest_plugin import wait_for_service_account
 
@@ -86,6 +86,10 @@ class Expected:
         if self.phase == "Succeeded":
             wanted["Succeeded"] += 1
         return wanted
+
+
+#: The counts the campaign reports, each with a target of 0.
+COUNTED = ("duplicate_pods", "orphans", "stuck", "wrong_phase", "lost_events", "duplicate_events")
 
 
 @dataclass
@@ -422,38 +426,6 @@ def orphans_after_deleting_all(cluster: Cluster, jobs: dict[str, Expected], coun
 # --- set-up ------------------------------------------------------------------------------------
 
 
-def operator_kubeconfig(api: client.ApiClient, local: LocalCluster, state: Path) -> Path:
-    """A token kubeconfig for a ServiceAccount bound to exactly the operator's rules."""
-    rbac = client.RbacAuthorizationV1Api(api)
-    core = client.CoreV1Api(api)
-    rules = yaml.safe_load((ROOT / "deploy/helm/trainyard/files/operator-rules.yaml").read_text())
-    rbac.create_cluster_role({"metadata": {"name": "trainyard-operator"}, "rules": rules})
-    core.create_namespaced_service_account(NAMESPACE, {"metadata": {"name": SA}})
-    rbac.create_namespaced_role_binding(
-        NAMESPACE,
-        {
-            "metadata": {"name": SA},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "trainyard-operator",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": NAMESPACE}],
-        },
-    )
-    token = core.create_namespaced_service_account_token(
-        SA, NAMESPACE, {"spec": {"expirationSeconds": 86400}}
-    ).status.token
-    return write_token_kubeconfig(
-        state / "operator.kubeconfig",
-        name=SA,
-        server=local.server,
-        ca_cert=local.pki.ca_cert,
-        token=token,
-        namespace=NAMESPACE,
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=100, help="operator SIGKILL rounds")
@@ -478,7 +450,9 @@ def main() -> int:
             core = client.CoreV1Api(api)
             core.create_namespace({"metadata": {"name": NAMESPACE}})
             wait_for_service_account(core, NAMESPACE)
-            kubeconfig = operator_kubeconfig(api, local, state)
+            kubeconfig = operator_as_service_account(
+                api, local, state, namespace=NAMESPACE, expiration_seconds=86400
+            )
             time.sleep(2.0)  # the CRD established and RBAC in the authorizer's cache
             cluster = Cluster(api)
             started: list[OperatorProcess] = []
@@ -516,29 +490,12 @@ def report(args: argparse.Namespace, counts: Counts, jobs: int, seconds: float) 
     )
     table.add_column("count")
     table.add_column("value", justify="right")
-    for name in (
-        "duplicate_pods",
-        "orphans",
-        "stuck",
-        "wrong_phase",
-        "lost_events",
-        "duplicate_events",
-    ):
+    for name in COUNTED:
         table.add_row(name.replace("_", " "), str(getattr(counts, name)))
     console.print(table)
     for note in counts.notes:
         console.print(f"  {note}")
-    bad = any(
-        getattr(counts, n)
-        for n in (
-            "duplicate_pods",
-            "orphans",
-            "stuck",
-            "wrong_phase",
-            "lost_events",
-            "duplicate_events",
-        )
-    )
+    bad = any(getattr(counts, n) for n in COUNTED)
     return 1 if bad else 0
 
 

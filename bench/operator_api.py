@@ -56,15 +56,23 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[round(q * (len(ordered) - 1))]
 
 
-def operator_as_service_account(api: client.ApiClient, cluster: LocalCluster, state: Path) -> Path:
-    """A token kubeconfig for the ServiceAccount bound to exactly the operator's rules."""
+def operator_as_service_account(
+    api: client.ApiClient,
+    cluster: LocalCluster,
+    state: Path,
+    *,
+    namespace: str = NAMESPACE,
+    expiration_seconds: int = 3600,
+) -> Path:
+    """A token kubeconfig for the ServiceAccount bound to exactly the operator's rules
+    (also bench/fault_campaign.py's operator)."""
     rbac = client.RbacAuthorizationV1Api(api)
     core = client.CoreV1Api(api)
     rules = yaml.safe_load((ROOT / "deploy/helm/trainyard/files/operator-rules.yaml").read_text())
     rbac.create_cluster_role({"metadata": {"name": "trainyard-operator"}, "rules": rules})
-    core.create_namespaced_service_account(NAMESPACE, {"metadata": {"name": SA}})
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": SA}})
     rbac.create_namespaced_role_binding(
-        NAMESPACE,
+        namespace,
         {
             "metadata": {"name": SA},
             "roleRef": {
@@ -72,11 +80,11 @@ def operator_as_service_account(api: client.ApiClient, cluster: LocalCluster, st
                 "kind": "ClusterRole",
                 "name": "trainyard-operator",
             },
-            "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": NAMESPACE}],
+            "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": namespace}],
         },
     )
     token = core.create_namespaced_service_account_token(
-        SA, NAMESPACE, {"spec": {"expirationSeconds": 3600}}
+        SA, namespace, {"spec": {"expirationSeconds": expiration_seconds}}
     ).status.token
     return write_token_kubeconfig(
         state / "operator.kubeconfig",
@@ -84,7 +92,7 @@ def operator_as_service_account(api: client.ApiClient, cluster: LocalCluster, st
         server=cluster.server,
         ca_cert=cluster.pki.ca_cert,
         token=token,
-        namespace=NAMESPACE,
+        namespace=namespace,
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trainyard_operator.api import TrainingJob, TrainingJobStatus
+from trainyard_operator.api import TrainingJobStatus
 from trainyard_operator.api.spec import MAX_DURATION_SECONDS
 from trainyard_operator.status import (
     TERMINAL_PHASES,
@@ -23,7 +23,7 @@ from trainyard_operator.status import (
     reconcile,
 )
 from trainyard_operator.status.events import IMPLIED_WINDOW, event_key
-from unit.test_reconcile_properties import T0, pods, specs, statuses
+from unit.test_reconcile_properties import T0, job_of, pods, specs, statuses
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -36,10 +36,7 @@ from unit.test_reconcile_properties import T0, pods, specs, statuses
 def test_the_written_status_implies_every_planned_event(
     spec: dict[str, Any], status: dict[str, Any] | None, data: st.DataObject, later: int
 ) -> None:
-    body = {"metadata": {"name": "j", "namespace": "ns", "uid": "u", "generation": 1}, "spec": spec}
-    job = TrainingJob.from_object(body)
-    if status is not None:
-        job = job.model_copy(update={"status": TrainingJobStatus.model_validate(status)})
+    job = job_of(spec, status)
     now = T0 + timedelta(seconds=later)
     plan = reconcile(job, data.draw(pods(spec["workers"])), now)
     implied = implied_events(plan.status, now, warn_checkpoints=checkpoints_lost_on_restart(job))

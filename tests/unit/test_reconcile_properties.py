@@ -74,6 +74,15 @@ def statuses(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
+def job_of(spec: dict[str, Any], status: dict[str, Any] | None) -> TrainingJob:
+    """The admitted job with that spec and (stored) status."""
+    body = {"metadata": {"name": "j", "namespace": "ns", "uid": "u", "generation": 1}, "spec": spec}
+    job = TrainingJob.from_object(body)
+    if status is not None:
+        job = job.model_copy(update={"status": TrainingJobStatus.model_validate(status)})
+    return job
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     spec=specs,
@@ -84,10 +93,7 @@ def statuses(draw: st.DrawFn) -> dict[str, Any]:
 def test_reconcile_returns_a_plan_for_every_admitted_spec(
     spec: dict[str, Any], status: dict[str, Any] | None, data: st.DataObject, later: int
 ) -> None:
-    body = {"metadata": {"name": "j", "namespace": "ns", "uid": "u", "generation": 1}, "spec": spec}
-    job = TrainingJob.from_object(body)
-    if status is not None:
-        job = job.model_copy(update={"status": TrainingJobStatus.model_validate(status)})
+    job = job_of(spec, status)
     views = data.draw(pods(spec["workers"]))
     plan = reconcile(job, views, T0 + timedelta(seconds=later))
     assert plan.status.phase in {
