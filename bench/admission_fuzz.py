@@ -96,6 +96,7 @@ from trainyard_operator.builders.settings import (
     NetworkPolicySettings,
     PodGroupFlavor,
 )
+from trainyard_operator.settings import DEFAULT_TRAINER_IMAGE
 from trainyard_operator.status import (
     CreateFailure,
     Plan,
@@ -1106,7 +1107,7 @@ def names_field_path(status: dict[str, Any]) -> bool:
 
 # --- the operator's side ------------------------------------------------------------------------
 
-SETTINGS = BuildSettings(trainer_image="ghcr.io/trainyard/trainer:0.1.0")
+SETTINGS = BuildSettings(trainer_image=DEFAULT_TRAINER_IMAGE)
 # the chart's values, for the per-job NetworkPolicy (TRAINYARD_NETWORK_POLICY)
 FENCED = dataclasses.replace(
     SETTINGS,

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_TRAINER_IMAGE = "ghcr.io/trainyard/trainer:0.1.0"
+DEFAULT_TRAINER_IMAGE = "trainyard-trainer:0.1.0"
 #: Namespaces whose pods may scrape the trainer metrics port through a job's NetworkPolicy.
 DEFAULT_MONITORING_NAMESPACES = "kubernetes.io/metadata.name=monitoring"
 #: The operator's pods: the labels of the chart's selector that do not depend on the release

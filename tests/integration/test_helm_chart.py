@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from trainyard_local import binaries
+from trainyard_operator.settings import DEFAULT_TRAINER_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "trainyard"
@@ -123,7 +124,8 @@ def test_defaults_render_the_operator_and_nothing_else() -> None:
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["resources"]["limits"]["memory"] == "256Mi"
     env = {item["name"]: item.get("value") for item in container["env"]}
-    assert env["TRAINYARD_TRAINER_IMAGE"] == "trainyard-trainer:0.1.0"
+    # the chart and an operator started without it (the embedded demo) name one image
+    assert env["TRAINYARD_TRAINER_IMAGE"] == DEFAULT_TRAINER_IMAGE
     assert env["TRAINYARD_NAMESPACES"] == ""
     assert container["image"] == "trainyard-operator:0.1.0"
     # every object carries the release's labels (the uninstall test relies on them)

@@ -7,8 +7,8 @@
        else assembled here from Debian packages and Go modules, cached)
     -> both images (deploy/images/build.sh: the Dockerfiles as users build them)
     -> kind create cluster (deploy/kind/cluster.yaml; on cgroup v1 hosts a kubelet patch)
-    -> kind load: the operator image everywhere, the large trainer image only into the nodes
-       that run workers
+    -> kind load: the operator image everywhere; the large trainer image streamed only into
+       the nodes that run workers, one copy of its layers per node (`load_large_image`)
     -> helm upgrade --install: the operator as a pod under the chart's RBAC (in-cluster config)
 
 The shell scripts do the building and caching; this module orders them, runs kind and helm,
@@ -19,15 +19,18 @@ and says which step failed with the end of its output. Everything else about fol
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -81,6 +84,38 @@ def effective_config(base: dict[str, object], *, cgroup_v1: bool) -> dict[str, o
         patches.append("kind: KubeletConfiguration\nfailCgroupV1: false\n")
         config["kubeadmConfigPatches"] = patches
     return config
+
+
+def node_image_id(node: str, image: str) -> str | None:
+    """The ID (config digest) of `image` in a kind node's CRI store, None when absent."""
+    done = subprocess.run(
+        ["docker", "exec", node, "crictl", "inspecti", "--output=json", image],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        return None
+    found = json.loads(done.stdout).get("status", {}).get("id")
+    return found if isinstance(found, str) else None
+
+
+def node_snapshotter(node: str) -> str:
+    """The snapshotter the node's CRI plugin unpacks images with (what kubelet will look in)."""
+    dumped = run(["docker", "exec", node, "containerd", "config", "dump"], step="containerd config")
+    return snapshotter_of(tomllib.loads(dumped))
+
+
+def snapshotter_of(config: dict[str, Any]) -> str:
+    """containerd 2 keeps it in the CRI images plugin, 1.x in the CRI plugin's containerd table."""
+    plugins = config.get("plugins", {})
+    for path in (("io.containerd.cri.v1.images",), ("io.containerd.grpc.v1.cri", "containerd")):
+        table: Any = plugins
+        for key in path:
+            table = table.get(key, {}) if isinstance(table, dict) else {}
+        if isinstance(table, dict) and isinstance(table.get("snapshotter"), str):
+            return str(table["snapshotter"])
+    return "overlayfs"
 
 
 @dataclass
@@ -196,18 +231,47 @@ class KindPath:
             "kind load (operator image, every node)",
             [kind, "load", "docker-image", f"--name={self.name}", self.operator_image],
         )
-        workers = self.nodes(workers_only=True)
-        self._step(
-            f"kind load (trainer image, {', '.join(workers)})",
-            [
-                kind,
-                "load",
-                "docker-image",
-                f"--name={self.name}",
-                f"--nodes={','.join(workers)}",
-                self.trainer_image,
-            ],
-        )
+        for node in self.nodes(workers_only=True):
+            self.load_large_image(node, self.trainer_image)
+
+    def load_large_image(self, node: str, image: str) -> None:
+        """Stream `image` into one node's containerd, keeping one copy of its layers there.
+
+        `kind load docker-image` first saves the image to a file on the host, and each node
+        then keeps the imported layer blobs beside their unpacked snapshots: for the trainer
+        image (6 GB with PyPI's CUDA torch) that is 6 GB on the host plus 12 GB per node, more
+        than a CI machine's disk holds. Here `docker save` is piped straight into the node's
+        `ctr images import --local --discard-unpacked-layers` (the flag needs --local), so containerd drops each blob once it
+        is unpacked: 6 GB per node, nothing on the host. A node that already has this image
+        ID is skipped, as kind does.
+        """
+        image_id = run(
+            ["docker", "image", "inspect", "--format={{.Id}}", image], step="docker image inspect"
+        ).strip()
+        if node_image_id(node, image) == image_id:
+            self.console.log(f"{image} on {node}: already loaded")
+            return
+        label = f"load {image} into {node}"
+        began = time.monotonic()
+        self.console.log(f"{label} …")
+        importer = [
+            "docker", "exec", "--privileged", "-i", node,
+            "ctr", "--namespace=k8s.io", "images", "import", "--all-platforms", "--digests",
+            f"--snapshotter={node_snapshotter(node)}", "--local", "--discard-unpacked-layers", "-",
+        ]  # fmt: skip
+        with subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE) as save:
+            done = subprocess.run(
+                importer, stdin=save.stdout, capture_output=True, text=True, check=False
+            )
+            assert save.stdout is not None
+            save.stdout.close()  # a failed import must not leave `docker save` blocked
+        if save.returncode != 0 or done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
+            raise KindError(
+                f"{label} failed (docker save exit {save.returncode}, ctr import exit "
+                f"{done.returncode})\n{tail}"
+            )
+        self.console.log(f"{label}: {time.monotonic() - began:.0f} s")
 
     def install_chart(self, *extra: str) -> str:
         repository, _, tag = self.operator_image.rpartition(":")
