@@ -241,9 +241,9 @@ class KindPath:
         then keeps the imported layer blobs beside their unpacked snapshots: for the trainer
         image (6 GB with PyPI's CUDA torch) that is 6 GB on the host plus 12 GB per node, more
         than a CI machine's disk holds. Here `docker save` is piped straight into the node's
-        `ctr images import --local --discard-unpacked-layers` (the flag needs --local), so containerd drops each blob once it
-        is unpacked: 6 GB per node, nothing on the host. A node that already has this image
-        ID is skipped, as kind does.
+        `ctr images import --local --discard-unpacked-layers` (the flag needs --local), so
+        containerd drops each blob once it is unpacked: 6 GB per node, nothing on the host.
+        A node that already has this image ID is skipped, as kind does.
         """
         image_id = run(
             ["docker", "image", "inspect", "--format={{.Id}}", image], step="docker image inspect"
