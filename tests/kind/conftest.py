@@ -1,10 +1,13 @@
-"""The kind suite's cluster: Trainyard as users run it, built and torn down once per session.
+"""The kind suite's cluster: Trainyard as users run it, built and torn down once per module.
 
 `kind_path` goes through `trainyard_local.kind.KindPath.up()` — the same steps as
 `make demo-kind`: host set-up where needed, the node image, both images from the
 Dockerfiles, a kind cluster of one control plane and two workers, `kind load`, and
 `helm upgrade --install` with the operator in its pod. At the end the cluster is deleted and
-the teardown fails if any kind cluster or node container of ours is left behind.
+the teardown fails if any kind cluster or node container of ours is left behind. The
+fixtures are module-scoped (the suite is one module) so the cluster, its 18 GB of disk and its
+three nodes' control plane go as soon as the kind tests end, not when the whole `make test`
+session does.
 
 TRAINYARD_KIND_REUSE=1 (for working on the suite) keeps the cluster between runs: an existing
 one is reused (images rebuilt and loaded again, the chart upgraded) and nothing is deleted.
@@ -27,7 +30,7 @@ from trainyard_local.kind import KindError, KindPath, state_home
 CLUSTER = "trainyard-test"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kind_path() -> Iterator[KindPath]:
     path = KindPath(name=CLUSTER, home=state_home(), console=Console(stderr=True))
     reuse = bool(os.environ.get("TRAINYARD_KIND_REUSE"))
@@ -62,7 +65,7 @@ def _delete_and_check(path: KindPath) -> None:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kind_api(kind_path: KindPath) -> Iterator[client.ApiClient]:
     api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
         config_file=str(kind_path.kubeconfig)
@@ -71,12 +74,12 @@ def kind_api(kind_path: KindPath) -> Iterator[client.ApiClient]:
         yield api
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kind_kubectl(kind_path: KindPath) -> Kubectl:
     return Kubectl(kind_path.kubeconfig)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def jobs_namespace(kind_path: KindPath) -> str:
     """A namespace that enforces the restricted Pod Security profile, as the demo's does."""
     ensure_namespace(kind_path.kubeconfig, "kind-jobs", RESTRICTED)
