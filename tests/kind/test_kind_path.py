@@ -24,7 +24,7 @@ from kind.kubectl import Kubectl
 from trainyard_local.demo import delete_job
 from trainyard_local.kind import KindPath
 
-# pytest-timeout counts the session fixture's set-up into the first test: on a cold machine
+# pytest-timeout counts the module fixture's set-up into the first test: on a cold machine
 # that builds the node components, the node image and both images (about 30 minutes here)
 pytestmark = [pytest.mark.kind, pytest.mark.slow, pytest.mark.timeout(3600)]
 
