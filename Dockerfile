@@ -16,6 +16,7 @@ COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY trainer-image/ trainer-image/
 COPY deploy/local/ deploy/local/
+COPY cli/ cli/
 # a wheel of the project, then a venv with it and the operator's dependencies only: no
 # extras, so neither torch (trainer) nor the local-cluster tooling is installed
 RUN python -m venv /opt/trainyard \

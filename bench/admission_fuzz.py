@@ -107,6 +107,7 @@ from trainyard_operator.status import (
     parse_time,
     reconcile,
 )
+from trainyard_operator.status.gpus import GpuCapacity, NodeView, QuotaView, Taint
 from trainyard_operator.status.ownership import sort_by_owner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -390,11 +391,14 @@ def satisfy_rules(rng: random.Random, spec: dict[str, Any]) -> None:
         if trainer.get("dataset") in FILE_DATASETS and not trainer.get("dataPath"):
             trainer["dataPath"] = "/data"
     gpus = (spec.get("resources") or {}).get("gpus", 0)
-    if isinstance(trainer, dict) and trainer.get("precision") == "fp16" and not gpus:
+    # "auto" may choose 0 GPUs, so fp16 needs an integer; an integer procsPerWorker beyond an
+    # integer gpus has no GPU per process ("auto" chooses within it)
+    exact = gpus if isinstance(gpus, int) else 0
+    if isinstance(trainer, dict) and trainer.get("precision") == "fp16" and not exact:
         trainer["precision"] = "bf16"
     procs = spec.get("procsPerWorker")
-    if gpus and isinstance(procs, int) and procs > gpus:
-        spec["procsPerWorker"] = gpus
+    if exact and isinstance(procs, int) and procs > exact:
+        spec["procsPerWorker"] = exact
     if "compression" in spec:
         stages: list[dict[str, Any]] = []
         for stage in spec["compression"]:
@@ -761,9 +765,9 @@ def m_cel_edges(rng: random.Random, manifest: dict[str, Any]) -> str:
     )
     if edge == "fp16":
         trainer["precision"] = "fp16"
-        resources["gpus"] = rng.choice([0, 1, 8])
+        resources["gpus"] = rng.choice([0, 1, 8, "auto"])
     elif edge == "procs":
-        resources["gpus"] = rng.choice([0, 1, 2, 8])
+        resources["gpus"] = rng.choice([0, 1, 2, 8, "auto"])
         spec["procsPerWorker"] = rng.choice([1, 2, 3, 8, 9, 64, "auto"])
     elif edge == "static":
         trainer["model"] = rng.choice(["mlp", "cnn", "transformer"])
@@ -1359,6 +1363,18 @@ def run_scenario(check: _Checker, body: dict[str, Any], name: str, start: dateti
             else None
         )
         plan = check.attempt(f"reconcile, {where}", reconcile, job, pods, now, progress, refusal)
+        if plan is not None and plan.needs_capacity:
+            # a `gpus: auto` gang is due: the handlers read the cluster and decide again
+            plan = check.attempt(
+                f"reconcile with GPU capacity, {where}",
+                reconcile,
+                job,
+                pods,
+                now,
+                progress,
+                refusal,
+                capacity=FUZZ_GPU_CAPACITY,
+            )
         if plan is None:
             return
         build_children(check, job, plan)
@@ -1367,6 +1383,16 @@ def run_scenario(check: _Checker, body: dict[str, Any], name: str, start: dateti
         stored = {**body, "status": plan.status.to_wire()}
         job = check.attempt(f"status read back, {where}", TrainingJob.from_object, stored)
         body = stored
+
+
+#: What `gpus: auto` jobs choose from: a GPU node of 8, a cordoned one of 4 and a quota.
+FUZZ_GPU_CAPACITY = GpuCapacity(
+    nodes=(
+        NodeView("gpu-0", 8, {"pool": "gpu"}, (Taint("nvidia.com/gpu", "present", "NoSchedule"),)),
+        NodeView("gpu-1", 4, {"pool": "gpu"}, unschedulable=True),
+    ),
+    quotas=(QuotaView("gpus", 16),),
+)
 
 
 def check_operator(body: dict[str, Any]) -> list[Failure]:

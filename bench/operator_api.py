@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 from prometheus_client.parser import text_string_to_metric_families
 from urllib3.exceptions import ProtocolError
@@ -69,7 +70,11 @@ def operator_as_service_account(
     rbac = client.RbacAuthorizationV1Api(api)
     core = client.CoreV1Api(api)
     rules = yaml.safe_load((ROOT / "deploy/helm/trainyard/files/operator-rules.yaml").read_text())
-    rbac.create_cluster_role({"metadata": {"name": "trainyard-operator"}, "rules": rules})
+    try:
+        rbac.create_cluster_role({"metadata": {"name": "trainyard-operator"}, "rules": rules})
+    except ApiException as err:
+        if err.status != 409:  # one ClusterRole serves every namespace a bench runs in
+            raise
     core.create_namespaced_service_account(namespace, {"metadata": {"name": SA}})
     rbac.create_namespaced_role_binding(
         namespace,

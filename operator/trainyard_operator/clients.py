@@ -2,8 +2,11 @@
 
 Typed async functions over the official `kubernetes` client: its calls are synchronous, so
 each runs on a bounded thread pool (TRAINYARD_API_CONCURRENCY) and the event loop never
-blocks. Every request is counted by verb in `trainyard_api_requests_total`, which is how the
-benchmark reports API requests per job. Responses the operator does not read are not
+blocks. Every request first takes a token from the operator's own rate limit
+(TRAINYARD_API_QPS, bucket TRAINYARD_API_BURST; kopf's watches are not limited), so a flood
+of new jobs queues here instead of flooding the API server. Every request is counted by
+verb in `trainyard_api_requests_total`, which is how the benchmark reports API requests per
+job. Responses the operator does not read are not
 deserialized (`_preload_content=False`): pods are large and the handlers only need to know
 that a call worked. Idempotence lives here too — "already exists" on create and "not found"
 or "uid changed" on delete are outcomes, not errors — so a restarted operator can replay a
@@ -16,12 +19,14 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from aiolimiter import AsyncLimiter
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
@@ -52,6 +57,10 @@ class JobGoneError(Exception):
     """The TrainingJob no longer exists (HTTP 404 on its status)."""
 
 
+class ForbiddenError(Exception):
+    """The operator's ServiceAccount may not make this request (HTTP 403)."""
+
+
 class RejectedError(Exception):
     """The API server refused to create an object (403/400/422: Pod Security, a quota,
     a webhook, an invalid podTemplate); the message is the server's own."""
@@ -65,6 +74,28 @@ def load_configuration() -> client.Configuration:
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     return configuration
+
+
+def missing_verbs(
+    api: client.ApiClient, resource: str, verbs: tuple[str, ...], *, timeout: float
+) -> list[str]:
+    """The verbs on the cluster-scoped core `resource` that these credentials lack, asked with
+    SelfSubjectAccessReviews (which every authenticated client may create and which read
+    nothing of the resource). Used once at start, before kopf runs."""
+    authorization = client.AuthorizationV1Api(api)
+    missing = []
+    for verb in verbs:
+        review = client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=client.V1ResourceAttributes(
+                    verb=verb, resource=resource, group=""
+                )
+            )
+        )
+        answer = authorization.create_self_subject_access_review(review, _request_timeout=timeout)
+        if not (answer.status and answer.status.allowed):
+            missing.append(verb)
+    return missing
 
 
 def _server_message(err: ApiException) -> str:
@@ -87,9 +118,13 @@ class KubeClient:
         concurrency: int,
         *,
         timeout: float = 30.0,
+        qps: float = 200.0,
+        burst: int = 400,
     ) -> None:
         self._api = api
         self._timeout = timeout
+        # a leaky bucket of `burst` requests that drains at `qps`: client-go's token bucket
+        self._limiter = AsyncLimiter(burst, burst / qps)
         self._core = client.CoreV1Api(api)
         self._networking = client.NetworkingV1Api(api)
         self._custom = client.CustomObjectsApi(api)
@@ -98,13 +133,26 @@ class KubeClient:
 
     @classmethod
     def from_environment(
-        cls, metrics: OperatorMetrics, concurrency: int, *, timeout: float = 30.0
+        cls,
+        metrics: OperatorMetrics,
+        concurrency: int,
+        *,
+        timeout: float = 30.0,
+        qps: float = 200.0,
+        burst: int = 400,
     ) -> KubeClient:
         """In-cluster credentials when running in a pod, else $KUBECONFIG (or ~/.kube/config)."""
         configuration = load_configuration()
         # One connection per thread, so concurrent calls never queue on the urllib3 pool.
         configuration.connection_pool_maxsize = concurrency
-        return cls(client.ApiClient(configuration), metrics, concurrency, timeout=timeout)
+        return cls(
+            client.ApiClient(configuration),
+            metrics,
+            concurrency,
+            timeout=timeout,
+            qps=qps,
+            burst=burst,
+        )
 
     def close(self) -> None:
         """Stop the thread pool and close connections."""
@@ -112,7 +160,14 @@ class KubeClient:
         self._api.close()  # type: ignore[no-untyped-call]
 
     async def _call(self, verb: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
-        """Run one API call on the pool; returns the raw response body."""
+        """Run one API call on the pool (once the rate limit lets it); returns the raw
+        response body."""
+        if not self._limiter.has_capacity():
+            waited = time.monotonic()
+            await self._limiter.acquire()
+            self._metrics.api_throttled.inc(time.monotonic() - waited)
+        else:
+            await self._limiter.acquire()
         self._metrics.api_requests.labels(verb=verb).inc()
         loop = asyncio.get_running_loop()
         # every request is bounded: connect and each read of the answer
@@ -364,6 +419,20 @@ class KubeClient:
                 version = version or page_version
                 uids.update(str((item.get("metadata") or {}).get("uid")) for item in items)
         return version, frozenset(uids)
+
+    # --- what a `gpus: auto` choice reads -----------------------------------------------------
+
+    async def list_resource_quotas(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's ResourceQuotas (paged); ForbiddenError without the `list` rule."""
+        items: list[dict[str, Any]] = []
+        try:
+            async for _, page in self._pages(self._core.list_namespaced_resource_quota, namespace):
+                items.extend(page)
+        except ApiException as err:
+            if err.status == 403:
+                raise ForbiddenError(_server_message(err)) from err
+            raise
+        return items
 
     async def _pages(
         self, fn: Callable[..., Any], *args: Any, **kwargs: Any

@@ -1,6 +1,7 @@
 """Entry point: `trainyard-operator` / `python -m trainyard_operator`.
 
-Reads `OperatorSettings` from the environment, serves the Prometheus metrics (plain HTTP, or
+Reads `OperatorSettings` from the environment, sets up the log (text or JSON: `logs`),
+serves the Prometheus metrics (plain HTTP, or
 with TRAINYARD_METRICS_AUTH HTTPS behind TokenReview and SubjectAccessReview:
 `metrics_server`), imports the handlers (which registers them with kopf) and runs kopf
 standalone (no peering objects) on the configured namespaces, with kopf's liveness endpoint
@@ -28,7 +29,9 @@ from kubernetes import client
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
-from trainyard_operator.clients import load_configuration
+from trainyard_operator import logs
+from trainyard_operator.allocator import limit_malloc_arenas
+from trainyard_operator.clients import load_configuration, missing_verbs
 from trainyard_operator.leadership import LeaseElector, LeaseTiming, StandbyHealth
 from trainyard_operator.metrics import OperatorMetrics
 from trainyard_operator.metrics_server import serve_secure_metrics
@@ -40,6 +43,7 @@ SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/
 
 def main() -> None:
     """Run the operator until SIGINT or SIGTERM."""
+    limit_malloc_arenas()  # before any thread starts (allocator.py)
     try:
         settings = OperatorSettings()
     except ValidationError as err:
@@ -50,13 +54,7 @@ def main() -> None:
             for e in err.errors()
         ]
         sys.exit("trainyard-operator: bad settings in the environment:\n" + "\n".join(lines))
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # kopf logs every watch event at DEBUG; keep its INFO chatter out unless asked.
-    if settings.log_level != "DEBUG":
-        logging.getLogger("kopf").setLevel(logging.WARNING)
+    logs.configure(settings.log_level, settings.log_format)
     if settings.network_policy and not settings.network_policy_operator_namespace:
         own = _own_namespace()
         if not own:
@@ -68,7 +66,11 @@ def main() -> None:
         settings = settings.model_copy(update={"network_policy_operator_namespace": own})
     metrics = OperatorMetrics()
     _serve_metrics(settings, metrics)
-    from trainyard_operator import handlers  # noqa: F401 - importing registers the handlers
+    from trainyard_operator import handlers  # importing registers the handlers
+
+    if settings.read_nodes:
+        _check_node_reads(settings)
+        handlers.registration.watch_gpu_nodes()
 
     host = settings.operator_bind_address
     if ":" in host:
@@ -116,6 +118,28 @@ def _serve_metrics(settings: OperatorSettings, metrics: OperatorMetrics) -> None
         )
     except (OSError, ssl.SSLError) as err:
         sys.exit(f"trainyard-operator: cannot serve secure metrics: {err}")
+
+
+def _check_node_reads(settings: OperatorSettings) -> None:
+    """TRAINYARD_READ_NODES without the rule to read nodes: stop now, saying what is missing.
+    (kopf's node watch would retry forbidden lists and, its index unfilled, hold back every
+    job.) An API server that does not answer yet is kopf's to wait for, as usual."""
+    try:
+        missing = missing_verbs(
+            client.ApiClient(load_configuration()),
+            "nodes",
+            ("list", "watch"),
+            timeout=settings.api_timeout_seconds,
+        )
+    except Exception as err:  # unreachable now: kopf retries, and fails loudly if forbidden
+        log.warning("could not check the rule to read nodes: %s", err)
+        return
+    if missing:
+        sys.exit(
+            f"trainyard-operator: TRAINYARD_READ_NODES needs {' and '.join(missing)} on nodes "
+            "(read-only, cluster-scoped: bind deploy/helm/trainyard/files/node-reader-rules.yaml,"
+            " as the chart does in its cluster-wide mode), or turn it off"
+        )
 
 
 def _own_namespace() -> str:

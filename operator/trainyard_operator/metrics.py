@@ -3,7 +3,8 @@
 One `OperatorMetrics` per process, on its own registry, served by `main` on
 TRAINYARD_OPERATOR_METRICS_PORT. `clients` counts every API request it makes here; the
 handlers record phases, outcomes and timings after each reconcile. Per-job series (progress,
-loss) carry the job name and are removed when the job is deleted, so they never pile up.
+loss, stragglers) carry the job name and are removed when the job is deleted, so they never
+pile up.
 """
 
 import contextlib
@@ -53,6 +54,11 @@ class OperatorMetrics:
             ["verb"],
             registry=r,
         )
+        self.api_throttled = Counter(
+            "trainyard_api_throttled_seconds",
+            "Seconds API requests waited for the operator's own rate limit (TRAINYARD_API_QPS)",
+            registry=r,
+        )
         self.progress = Gauge(
             "trainyard_job_progress_percent",
             "Progress of a running job (0-100)",
@@ -63,6 +69,24 @@ class OperatorMetrics:
             "trainyard_job_loss",
             "Last training loss of a running job",
             ["namespace", "job"],
+            registry=r,
+        )
+        self.stragglers = Gauge(
+            "trainyard_job_stragglers",
+            "Workers of a running job slower than the straggler factor of its median step",
+            ["namespace", "job"],
+            registry=r,
+        )
+        self.slowest_ratio = Gauge(
+            "trainyard_job_slowest_worker_ratio",
+            "A running job's slowest compute time per step over its workers' median",
+            ["namespace", "job"],
+            registry=r,
+        )
+        self.stragglers_found = Counter(
+            "trainyard_stragglers",
+            "Workers found straggling (once per worker and episode)",
+            ["namespace"],
             registry=r,
         )
         self.leader = Gauge(
@@ -87,9 +111,14 @@ class OperatorMetrics:
         old = self._phase_of.pop((namespace, name), None)
         if old is not None:
             self.jobs.labels(namespace=namespace, phase=old).dec()
-        for gauge in (self.progress, self.loss):
+        for gauge in (self.progress, self.loss, self.stragglers, self.slowest_ratio):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, name)
+
+    def set_health(self, namespace: str, name: str, ratio: float, stragglers: int) -> None:
+        """Per-job straggler gauges (while every worker's step times are read)."""
+        self.slowest_ratio.labels(namespace=namespace, job=name).set(ratio)
+        self.stragglers.labels(namespace=namespace, job=name).set(stragglers)
 
     def set_progress(self, namespace: str, name: str, percent: int, loss: float | None) -> None:
         """Per-job progress gauges (only while the trainer reports)."""

@@ -47,16 +47,39 @@ class OperatorSettings(BaseSettings):
     self-signed certificate made in memory at start-up."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """TRAINYARD_LOG_LEVEL."""
+    log_format: Literal["text", "json"] = "text"
+    """TRAINYARD_LOG_FORMAT: text lines, or one JSON object per line (kopf's JSON format,
+    with `job` and `namespace` on a job's lines) for log collectors such as ELK. The
+    operator passes it on to the trainer pods, whose lines follow it too."""
     progress_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
     """TRAINYARD_PROGRESS_INTERVAL_SECONDS: how often worker 0's metrics are read."""
     progress_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     """TRAINYARD_PROGRESS_TIMEOUT_SECONDS: timeout of one metrics read."""
+    straggler_factor: Annotated[float, Field(gt=1, le=100)] = 1.5
+    """TRAINYARD_STRAGGLER_FACTOR: a worker whose compute time per step exceeds this many
+    times the gang's median (averaged over the window) is a straggler."""
+    straggler_window_seconds: Annotated[float, Field(ge=1, le=86400)] = 60.0
+    """TRAINYARD_STRAGGLER_WINDOW_SECONDS: the window step times are averaged over before a
+    worker is judged; every worker's metrics are read each progress interval."""
     api_concurrency: Annotated[int, Field(ge=1, le=256)] = 16
     """TRAINYARD_API_CONCURRENCY: API calls in flight at once (client threads)."""
     api_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
     """TRAINYARD_API_TIMEOUT_SECONDS: the longest one API request (not a watch) may take;
     a request that hangs (an API server cut off mid-answer) fails and is retried instead of
     holding a client thread, and the job it serves, forever."""
+    api_qps: Annotated[float, Field(gt=0, le=100000)] = 200.0
+    """TRAINYARD_API_QPS: the most API requests per second the operator sends on average (a
+    client-side limit, like client-go's QPS; watches are not counted): a burst of new jobs
+    queues in the operator instead of flooding a busy API server. Creations, status writes
+    and events all draw from it; what waits is counted in trainyard_api_throttled_seconds."""
+    api_burst: Annotated[int, Field(ge=1, le=100000)] = 400
+    """TRAINYARD_API_BURST: how many requests may go at once above TRAINYARD_API_QPS after a
+    quiet spell (the bucket's size)."""
+    status_coalesce_seconds: Annotated[float, Field(ge=0, le=60)] = 2.0
+    """TRAINYARD_STATUS_COALESCE_SECONDS: a status change that only moves the worker counts
+    (and the Running condition's "n of m running" message) waits this long for the next one,
+    so a gang coming up costs one status write, not one per pod; a change of phase,
+    condition, restart count or progress is written at once. 0 writes every change."""
 
     resync_seconds: Annotated[float, Field(ge=1, le=86400)] = 300.0
     """TRAINYARD_RESYNC_SECONDS: how often the consistency pass lists TrainingJobs and worker
@@ -105,6 +128,15 @@ class OperatorSettings(BaseSettings):
     the namespace the operator's pod runs in (POD_NAMESPACE, else its ServiceAccount's
     namespace file). Without either the operator does not start with the policy on, since
     its progress reads would be shut out."""
+    read_nodes: bool = False
+    """TRAINYARD_READ_NODES: watch Nodes, so that `spec.resources.gpus: auto` chooses from
+    the GPU nodes a gang may land on. Needs list and watch on nodes, a read-only
+    cluster-scoped rule (the chart's files/node-reader-rules.yaml, granted and switched on in
+    its cluster-wide mode); off, `auto` decides from the quota and
+    TRAINYARD_GPU_AUTO_FALLBACK."""
+    gpu_auto_fallback: Annotated[int, Field(ge=0, le=64)] = 0
+    """TRAINYARD_GPU_AUTO_FALLBACK: GPUs per worker that `gpus: auto` takes when the operator
+    does not read nodes, capped by the namespace's GPU quota; 0 runs such jobs on CPU."""
 
     @model_validator(mode="after")
     def _lease_timing(self) -> OperatorSettings:
@@ -138,6 +170,11 @@ class OperatorSettings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator(
         "network_policy_monitoring_namespaces", "network_policy_operator_pods", mode="before"

@@ -20,6 +20,7 @@ from trainyard_local import binaries
 from trainyard_local.cluster import LocalCluster
 from trainyard_local.demo import (
     CHART_NAMESPACE,
+    CHART_OPERATOR_ENV,
     RELEASE,
     RESTRICTED,
     ensure_namespace,
@@ -65,8 +66,13 @@ def e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
         operator = OperatorProcess(
             operator_kubeconfig,
             log_path=home / "operator.log",
-            # read worker 0's progress every second, so a short run shows its stages
-            env={"TRAINYARD_PROGRESS_INTERVAL_SECONDS": "1"},
+            # read the workers' metrics every second, so a short run shows its stages, and
+            # judge stragglers over 10 s (test_worker_health.py) instead of a minute
+            env={
+                **CHART_OPERATOR_ENV,
+                "TRAINYARD_PROGRESS_INTERVAL_SECONDS": "1",
+                "TRAINYARD_STRAGGLER_WINDOW_SECONDS": "10",
+            },
         ).start()
         prometheus = LocalPrometheus(
             home / "prometheus", operator_target=f"127.0.0.1:{operator.metrics_port}"

@@ -114,6 +114,10 @@ def test_demo_flow_trains_compresses_and_reports(e2e_stack: E2EStack) -> None:
     train, prune, quantize = results["stages"]
     assert prune["sparsity"] >= 0.45
     assert quantize["modelBytes"] < prune["modelBytes"] < train["modelBytes"]
+    # the example asks for `gpus: auto`: on this CPU-only cluster the operator chose 0
+    assert status["gpus"]["perWorker"] == 0
+    assert status["gpus"]["reason"] == "NoGpuNodes"
+    assert "no node of the cluster has nvidia.com/gpu" in status["gpus"]["message"]
 
     # the worker pods ran (and were admitted) in a namespace enforcing the restricted profile
     namespace = json.loads(kubectl(stack, "get", "namespace", stack.job_namespace, "-o", "json"))
@@ -145,6 +149,7 @@ def test_demo_flow_trains_compresses_and_reports(e2e_stack: E2EStack) -> None:
         "--tail=-1",  # with a selector kubectl asks for the last 10 lines only
     )
     assert f"[pod/{name}-worker-0/trainer] [train] epoch 10/10" in logs
+    assert "gloo on cpu" in logs  # the trainer followed the choice
     assert f"[pod/{name}-worker-1/trainer]" in logs
     # ...and that namespace really enforces it: a privileged pod is refused at admission
     refused = subprocess.run(

@@ -149,6 +149,17 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
         with_spec("resources", {"gpus": 100, "cpu": "1", "memory": "1Gi"}),
         "spec.resources.gpus",
     ),
+    "gpus-not-auto": (
+        with_spec("resources", {"gpus": "all", "cpu": "1", "memory": "1Gi"}),
+        'spec.resources.gpus must be "auto" or an integer from 0 to 64',
+    ),
+    "fp16-with-auto-gpus": (
+        manifest(
+            resources={"gpus": "auto", "cpu": "1", "memory": "1Gi"},
+            trainer={"precision": "fp16"},
+        ),
+        '"auto" may choose 0',
+    ),
     "restart-policy-always": (
         with_spec("runPolicy", {"restartPolicy": "Always"}),
         "spec.runPolicy.restartPolicy",
@@ -330,6 +341,7 @@ def test_shape_fields_change_only_while_suspended(kubectl: Kubectl, namespace: s
         {"image": "me/other:2"},
         {"trainer": {"epochs": 99}},
         {"resources": {"cpu": "2"}},
+        {"resources": {"gpus": "auto"}},  # int-or-string: compared without a type error
         {"env": [{"name": "A", "value": "1"}]},
         {"podTemplate": {"spec": {"containers": [{"name": "trainer", "image": "me/evil:1"}]}}},
     ):

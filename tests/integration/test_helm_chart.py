@@ -99,6 +99,8 @@ def test_defaults_render_the_operator_and_nothing_else() -> None:
         "ClusterRole",
         "ClusterRole",
         "ClusterRole",
+        "ClusterRole",
+        "ClusterRoleBinding",
         "ClusterRoleBinding",
         "CustomResourceDefinition",
         "Deployment",
@@ -141,7 +143,7 @@ def test_operator_rules_come_from_the_one_rules_file() -> None:
         d for d in by_kind(docs, "ClusterRole") if d["metadata"]["name"] == "rel-trainyard-operator"
     ]
     assert operator_role["rules"] == rules
-    (binding,) = by_kind(docs, "ClusterRoleBinding")
+    binding = _named(docs, "ClusterRoleBinding")["rel-trainyard-operator"]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "rel-trainyard", "namespace": "ops"}
     ]
@@ -391,6 +393,45 @@ def test_secure_metrics_grant_the_reviews_from_their_one_rules_file() -> None:
     assert not _named(unmanaged, "ClusterRoleBinding")
 
 
+def test_gpu_auto_reads_nodes_with_their_one_rule_in_cluster_wide_mode_only() -> None:
+    """`gpus: auto` chooses from the nodes where the chart may grant a cluster-scoped read
+    of them; namespaced mode grants nothing cluster-scoped and turns the reads off."""
+    rules = yaml.safe_load((CHART / "files" / "node-reader-rules.yaml").read_text())
+    assert rules == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]}]
+    docs = render("operator.gpuAuto.fallbackGpusPerWorker=2")
+    assert _named(docs, "ClusterRole")["rel-trainyard-node-reader"]["rules"] == rules
+    binding = _named(docs, "ClusterRoleBinding")["rel-trainyard-node-reader"]
+    assert binding["roleRef"]["name"] == "rel-trainyard-node-reader"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rel-trainyard", "namespace": "ops"}
+    ]
+    assert _env(docs)["TRAINYARD_READ_NODES"] == "true"
+    assert _env(docs)["TRAINYARD_GPU_AUTO_FALLBACK"] == "2"
+    # the operator's own rules list quotas (namespaced) and never nodes
+    operator_rules = _named(docs, "ClusterRole")["rel-trainyard-operator"]["rules"]
+    assert {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["list"]} in (
+        operator_rules
+    )
+    assert not [r for r in operator_rules if "nodes" in r["resources"]]
+    for sets in (("operator.namespaces={team-a}",), ("operator.gpuAuto.readNodes=false",)):
+        off = render(*sets)
+        assert "rel-trainyard-node-reader" not in _named(off, "ClusterRole"), sets
+        assert "rel-trainyard-node-reader" not in _named(off, "ClusterRoleBinding"), sets
+        assert _env(off)["TRAINYARD_READ_NODES"] == "false", sets
+    unmanaged = render("rbac.create=false")
+    assert "rel-trainyard-node-reader" not in _named(unmanaged, "ClusterRole")
+    done = helm(
+        "template",
+        "rel",
+        str(CHART),
+        f"--kube-version={KUBE_VERSION}",
+        "--set",
+        "operator.gpuAuto.fallbackGpusPerWorker=65",
+    )
+    assert done.returncode != 0
+    assert "fallbackGpusPerWorker" in done.stderr
+
+
 def test_secure_service_monitor_scrapes_https_with_its_service_account_token() -> None:
     plain = render("monitoring.serviceMonitor.enabled=true", api_versions=MONITORING_API)
     (monitor,) = by_kind(plain, "ServiceMonitor")
@@ -491,3 +532,30 @@ def test_job_network_policies_let_in_this_releases_operator_pods() -> None:
 def test_chart_lints_with_job_network_policies() -> None:
     done = helm("lint", str(CHART), "--strict", "--set", JOB_POLICY)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_log_format_and_straggler_settings_reach_the_operator() -> None:
+    names = (
+        "TRAINYARD_LOG_FORMAT",
+        "TRAINYARD_STRAGGLER_FACTOR",
+        "TRAINYARD_STRAGGLER_WINDOW_SECONDS",
+    )
+    env = _env(render())
+    assert tuple(env[n] for n in names) == ("text", "1.5", "60")
+    env = _env(
+        render(
+            "operator.logFormat=json",
+            "operator.stragglers.factor=2",
+            "operator.stragglers.windowSeconds=30",
+        )
+    )
+    assert tuple(env[n] for n in names) == ("json", "2", "30")
+    for setting, named in (
+        ("operator.logFormat=xml", "logFormat"),
+        ("operator.stragglers.factor=1", "factor"),
+        ("operator.stragglers.windowSeconds=0", "windowSeconds"),
+    ):
+        done = helm(
+            "template", "rel", str(CHART), f"--kube-version={KUBE_VERSION}", "--set", setting
+        )
+        assert done.returncode != 0 and named in done.stderr, setting

@@ -21,6 +21,8 @@ BAD = [
         "compression[0].quantize",
     ),
     ({"trainer": {"dataset": "mnist"}}, "trainer.dataPath"),
+    # it names the TensorBoard folder under the output volume: no way out of it
+    ({"job": "../elsewhere"}, "config.job"),
 ]
 
 

@@ -47,6 +47,7 @@ def test_two_processes_reach_95_percent_with_identical_replicas(trainer) -> None
         "loss",
         "samples_per_second",
         "samples_total",
+        "step_compute_seconds_total",
         "last_progress_timestamp_seconds",
         "epochs",
     ):

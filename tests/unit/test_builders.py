@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from trainyard_operator.api import TrainingJob
+from trainyard_operator.api import GpuChoice, TrainingJob, TrainingJobStatus
 from trainyard_operator.api.constants import RESERVED_ENV, RESERVED_ENV_PREFIXES
 from trainyard_operator.builders import BuildSettings
 from trainyard_operator.builders.env import trainer_config
@@ -40,10 +40,12 @@ CONTRACT_ENV = [
     "TRAINYARD_JOB",
     "TRAINYARD_NAMESPACE",
     "TRAINYARD_RESTART",
+    "TRAINYARD_GPUS",
     "TRAINYARD_CONFIG",
     "TRAINYARD_OUTPUT_DIR",
     "TRAINYARD_METRICS_PORT",
     "TRAINYARD_TERMINATION_LOG",
+    "TRAINYARD_LOG_FORMAT",
     "PYTHONUNBUFFERED",
 ]
 
@@ -80,6 +82,7 @@ def test_worker_env_follows_the_contract_for_each_rank() -> None:
         assert env["TRAINYARD_JOB"] == "digits"
         assert env["TRAINYARD_NAMESPACE"] == "team-a"
         assert env["TRAINYARD_RESTART"] == "3"
+        assert env["TRAINYARD_GPUS"] == "0"
         assert env["TRAINYARD_OUTPUT_DIR"] == "/output"
         assert env["TRAINYARD_METRICS_PORT"] == "9400"
         assert env["TRAINYARD_TERMINATION_LOG"] == "/dev/termination-log"
@@ -94,6 +97,35 @@ def test_auto_procs_follow_gpus_and_world_size_counts_every_process() -> None:
     env = env_of(worker_pod(make_job(workers=3, procsPerWorker=2), 0, 0, SETTINGS))
     assert env["PET_NPROC_PER_NODE"] == "2"
     assert env["WORLD_SIZE"] == "6"
+
+
+def test_gpus_auto_builds_what_the_operator_chose() -> None:
+    """The pods of a `gpus: auto` job carry status.gpus: limits, the GPU toleration, one
+    process per GPU and TRAINYARD_GPUS, which the trainer follows (nccl or gloo)."""
+    job = make_job(workers=2, resources={"gpus": "auto"})
+    chosen = job.model_copy(
+        update={"status": TrainingJobStatus(gpus=GpuChoice(per_worker=4, reason="GpusFit"))}
+    )
+    pod = worker_pod(chosen, 1, 0, SETTINGS)
+    container = pod["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == "4"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"][
+        "tolerations"
+    ]
+    env = env_of(pod)
+    assert (env["PET_NPROC_PER_NODE"], env["WORLD_SIZE"], env["TRAINYARD_GPUS"]) == ("4", "8", "4")
+    # chosen 0 (or not chosen yet): a CPU pod, one process, gloo
+    cpu = worker_pod(job, 0, 0, SETTINGS)
+    assert "nvidia.com/gpu" not in cpu["spec"]["containers"][0]["resources"]["limits"]
+    assert "tolerations" not in cpu["spec"]
+    env = env_of(cpu)
+    assert (env["PET_NPROC_PER_NODE"], env["WORLD_SIZE"], env["TRAINYARD_GPUS"]) == ("1", "2", "0")
+    # a PodGroup is made once per job, so it does not carry a choice that may change
+    group = pod_group(chosen, "scheduler-plugins")
+    assert "nvidia.com/gpu" not in group["spec"]["minResources"]
+    exact = pod_group(make_job(workers=2, resources={"gpus": 2}), "scheduler-plugins")
+    assert exact["spec"]["minResources"]["nvidia.com/gpu"] == "4"
 
 
 def test_trainer_config_is_what_the_trainer_parses() -> None:

@@ -11,7 +11,13 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from trainyard_operator.handlers.progress import MAX_BODY_BYTES, read_progress
+from trainyard_operator.handlers.progress import (
+    MAX_BODY_BYTES,
+    READS_PER_JOB,
+    read_progress,
+    read_trainers,
+)
+from trainyard_operator.status.readings import TrainerReading
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PAGE = (
@@ -87,3 +93,39 @@ def test_a_normal_page_still_gives_progress() -> None:
         return web.Response(text=PAGE)
 
     assert asyncio.run(read_from(page)) is not None
+
+
+def test_every_worker_is_read_a_few_at_a_time() -> None:
+    """Each worker's page by index (one that does not answer is left out), and a large gang's
+    endpoints are never all read at once: a gang of hostile pages cannot make the operator
+    hold more than READS_PER_JOB bodies."""
+    in_flight = peak = 0
+    counters = (
+        "trainyard_trainer_steps_total 7.0\ntrainyard_trainer_step_compute_seconds_total 0.5\n"
+    )
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return web.Response(text=PAGE + counters)
+
+    async def main() -> tuple[dict[int, TrainerReading], dict[int, TrainerReading]]:
+        runner, port = await serve(page)
+        try:
+            async with aiohttp.ClientSession() as session:
+                # worker 2's address has nothing listening on the port
+                few = {0: "127.0.0.1", 1: "127.0.0.1", 2: "127.0.0.2"}
+                first = await read_trainers(session, few, 60, port=port)
+                many = {i: "127.0.0.1" for i in range(40)}
+                return first, await read_trainers(session, many, 60, port=port)
+        finally:
+            await runner.cleanup()
+
+    first, many = asyncio.run(main())
+    assert sorted(first) == [0, 1]
+    assert (first[1].steps, first[1].compute_seconds) == (7.0, 0.5)
+    assert sorted(many) == list(range(40))
+    assert 1 < peak <= READS_PER_JOB

@@ -62,3 +62,22 @@ def test_results_parse_the_contract_json_and_ignore_error_lines() -> None:
     assert results.artifact_path == "/output/model-final.pt"
     assert results_from_message("error: trainer.dataPath is required") is None
     assert results_from_message("{broken") is None
+
+
+def test_every_worker_page_gives_its_step_counters() -> None:
+    from trainyard_operator.status.readings import trainer_reading
+
+    page = (
+        "# TYPE trainyard_trainer_steps counter\n"
+        "trainyard_trainer_steps_total 120.0\n"
+        "trainyard_trainer_steps_created 1.7e9\n"
+        "# TYPE trainyard_trainer_step_compute_seconds counter\n"
+        "trainyard_trainer_step_compute_seconds_total 6.5\n"
+    )
+    reading = trainer_reading(METRICS + page)
+    assert reading is not None and reading.progress is not None
+    assert (reading.steps, reading.compute_seconds) == (120.0, 6.5)
+    # a worker other than 0 is read for its counters alone
+    bare = trainer_reading(page)
+    assert bare is not None and (bare.steps, bare.compute_seconds) == (120.0, 6.5)
+    assert trainer_reading("not { prometheus") is None

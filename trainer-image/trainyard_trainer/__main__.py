@@ -23,11 +23,13 @@ import torch
 from trainyard_trainer.config import ConfigError, load_config_json
 from trainyard_trainer.datasets import load_dataset
 from trainyard_trainer.distributed import (
+    GpusMissingError,
     MasterUnreachableError,
     init_distributed,
     shutdown,
 )
 from trainyard_trainer.launch import record_exit
+from trainyard_trainer.logs import emit
 from trainyard_trainer.results import write_error
 from trainyard_trainer.runner import run_job
 from trainyard_trainer.train import PreemptedError, StopSignal
@@ -73,30 +75,30 @@ def _run(stop: StopSignal, outcome: _Outcome) -> int:
         cfg = load_config_json(os.environ.get("TRAINYARD_CONFIG"))
         bundle = load_dataset(cfg.trainer.dataset, cfg.trainer.data_path, cfg.trainer.model)
     except ConfigError as exc:
-        print(f"trainyard-trainer: config error: {exc}", file=sys.stderr, flush=True)
+        emit(f"trainyard-trainer: config error: {exc}", level="error", stream=sys.stderr)
         if _is_global_main():
             write_error(str(exc))
         return EXIT_CONFIG
     try:
         ctx = init_distributed()
-    except MasterUnreachableError as exc:
-        print(f"trainyard-trainer: {exc}", file=sys.stderr, flush=True)
+    except (MasterUnreachableError, GpusMissingError) as exc:
+        emit(f"trainyard-trainer: {exc}", level="error", stream=sys.stderr)
         write_error(str(exc))
         return 1
     try:
         run_job(cfg, bundle, ctx, stop)
     except PreemptedError as exc:
-        print(f"[trainyard] stopping on {exc}; exit {EXIT_SIGTERM}", flush=True)
+        emit(f"[trainyard] stopping on {exc}; exit {EXIT_SIGTERM}")
         return EXIT_SIGTERM
     except Exception as exc:
         if _is_peer_loss(exc):
             # Another rank died (its process or pod was killed); launch.py decides.
             outcome.peer_lost = True
-            print(f"trainyard-trainer: lost a peer: {exc}", file=sys.stderr, flush=True)
+            emit(f"trainyard-trainer: lost a peer: {exc}", level="error", stream=sys.stderr)
             if ctx.is_main:
                 write_error(f"lost a peer: {exc}")
             return 1
-        traceback.print_exc()
+        emit(traceback.format_exc(), level="error", stream=sys.stderr)
         if ctx.is_main:
             write_error(f"{type(exc).__name__}: {exc}")
         return 1

@@ -30,6 +30,8 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from trainyard_trainer.logs import emit
+
 _NAME = re.compile(r"^ckpt-e(\d{5})-s(\d{7})-([0-9a-f]{12})\.pt$")
 
 
@@ -166,7 +168,7 @@ class Checkpointer:
             try:
                 payload = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as exc:  # a torn file can fail anywhere inside the unpickler
-                print(f"[checkpoint] skipping unreadable {path.name}: {exc}", flush=True)
+                emit(f"[checkpoint] skipping unreadable {path.name}: {exc}", level="warning")
                 continue
             return path, payload
         return None

@@ -313,8 +313,12 @@ def parse_config(raw: Any) -> JobConfig:
     _no_unknown(output, ("path", "volumeClaimName"), "output")
     ckpt = _obj(obj.get("checkpoint"), "checkpoint")
     _no_unknown(ckpt, ("everyEpochs", "keep"), "checkpoint")
+    job = _str(obj, "job", "local", "config")
+    if job in {"", ".", ".."} or "/" in job or "\0" in job:
+        # It names the run's TensorBoard folder under the output volume.
+        raise ConfigError("config.job", f"must be a plain name (a TrainingJob's), got {job!r}")
     return JobConfig(
-        job=_str(obj, "job", "local", "config"),
+        job=job,
         namespace=_str(obj, "namespace", "default", "config"),
         trainer=trainer,
         compression=parse_compression(obj.get("compression"), trainer.model),

@@ -4,8 +4,11 @@ Run under torchrun, the process reads RANK / WORLD_SIZE / LOCAL_RANK / MASTER_AD
 MASTER_PORT from the environment torchrun gives it; run as a plain `python -m
 trainyard_trainer` it forms a one-process group on an in-memory store, so the train loop
 (`train.py`) always has a process group and DDP (one code path for every world size).
-The backend follows the hardware (nccl with CUDA, gloo otherwise), which is what lets the
-same TrainingJob manifest run on CPU-only kind and on GPU nodes.
+The backend follows the GPUs the worker was given (`TRAINYARD_GPUS`, set by the operator:
+the job's `resources.gpus`, or its choice for `auto`): nccl on CUDA with GPUs, gloo on CPU
+without -- even where the node's GPUs are visible anyway -- so one TrainingJob manifest runs
+on CPU-only kind and on GPU nodes. Without the variable (a plain local run) it follows the
+hardware.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -25,6 +29,35 @@ DEFAULT_MASTER_TIMEOUT_S = 300.0
 
 class MasterUnreachableError(RuntimeError):
     """The rendezvous master did not answer within the bounded wait."""
+
+
+class GpusMissingError(RuntimeError):
+    """The GPUs the worker was given cannot be used: CUDA sees none (driver, device plugin
+    or runtime), or TRAINYARD_GPUS is not a count."""
+
+
+GPUS_ENV = "TRAINYARD_GPUS"
+
+
+def use_cuda(env: Mapping[str, str], available: bool) -> bool:
+    """Whether to train on CUDA: as many GPUs as the worker was given (`TRAINYARD_GPUS`), or,
+    without that variable, whenever CUDA is available."""
+    given = env.get(GPUS_ENV, "").strip()
+    if not given:
+        return available
+    try:
+        count = int(given)
+    except ValueError:
+        raise GpusMissingError(f"{GPUS_ENV}={given!r} is not a number of GPUs") from None
+    if count <= 0:
+        return False
+    if not available:
+        raise GpusMissingError(
+            f"the worker was given {given} GPU(s) ({GPUS_ENV}) but CUDA sees none: check the "
+            "node's NVIDIA driver and device plugin (CUDA_VISIBLE_DEVICES="
+            f"{env.get('CUDA_VISIBLE_DEVICES', '<unset>')!r})"
+        )
+    return True
 
 
 @dataclass(frozen=True)
@@ -74,7 +107,7 @@ def wait_for_master(host: str, port: int, timeout_s: float) -> None:
 def init_distributed() -> DistContext:
     """Initialize the default process group and choose the device."""
     env = os.environ
-    cuda = torch.cuda.is_available()
+    cuda = use_cuda(env, torch.cuda.is_available())
     backend = "nccl" if cuda else "gloo"
     local_rank = int(env.get("LOCAL_RANK", "0"))
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")

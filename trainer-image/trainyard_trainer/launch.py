@@ -14,6 +14,9 @@ variables), gives every worker a directory to leave its exit code in
   the others only lost their connection to it
   or were stopped by torchrun because of it   -> 137 (retryable)
 
+With TRAINYARD_LOG_FORMAT=json it also passes every line the processes print through
+`logs.wrap_line`, so that torchrun's own lines, warnings and tracebacks are JSON objects too.
+
 `local.py` (`trainyard-train`) launches through this module too.
 """
 
@@ -25,9 +28,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import IO, TextIO
+
+from trainyard_trainer.logs import json_lines, wrap_line
 
 EXIT_DIR_ENV = "TRAINYARD_EXIT_DIR"
 SIGTERM_EXIT = 143
@@ -79,7 +86,15 @@ def torchrun_command(extra_args: Sequence[str], nproc: int | None = None) -> lis
 def run(command: Sequence[str], env: dict[str, str], expected: int) -> int:
     """Run torchrun `command`, forwarding SIGTERM/SIGINT, and resolve the exit code."""
     with tempfile.TemporaryDirectory(prefix="trainyard-exit-") as exit_dir:
-        child = subprocess.Popen(list(command), env={**env, EXIT_DIR_ENV: exit_dir})
+        wrap = json_lines()
+        pipe = subprocess.PIPE if wrap else None
+        child = subprocess.Popen(
+            list(command), env={**env, EXIT_DIR_ENV: exit_dir}, stdout=pipe, stderr=pipe
+        )
+        copiers = [
+            _copy_lines(child.stdout, sys.stdout, "info"),
+            _copy_lines(child.stderr, sys.stderr, "error"),
+        ]
         terminated = False
 
         def forward(signum: int, frame: FrameType | None) -> None:
@@ -93,8 +108,32 @@ def run(command: Sequence[str], env: dict[str, str], expected: int) -> int:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            for copier in copiers:
+                if copier is not None:
+                    # the pipes end when the last process writing to them does
+                    copier.join(timeout=COPY_DRAIN_SECONDS)
         codes = [int(p.read_text() or "1") for p in Path(exit_dir).glob("rank-*")]
     return resolve(code, terminated=terminated, codes=codes, expected=expected)
+
+
+#: How long the launcher waits, once torchrun has exited, for its output to be copied out.
+COPY_DRAIN_SECONDS = 10.0
+
+
+def _copy_lines(source: IO[bytes] | None, out: TextIO, level: str) -> threading.Thread | None:
+    """Copy `source` to `out` line by line as JSON objects, on a thread of its own."""
+    if source is None:
+        return None
+
+    def copy() -> None:
+        with source:
+            for raw in iter(source.readline, b""):
+                line = raw.decode("utf-8", errors="replace")
+                print(wrap_line(line, level=level), file=out, flush=True)
+
+    thread = threading.Thread(target=copy, name=f"copy {level} lines", daemon=True)
+    thread.start()
+    return thread
 
 
 def main(argv: Sequence[str] | None = None) -> int:

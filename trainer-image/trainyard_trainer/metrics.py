@@ -6,7 +6,8 @@ credentials). `Progress` owns one private registry so several trainers in one te
 never collide, serves it on TRAINYARD_METRICS_HOST:TRAINYARD_METRICS_PORT when the port is
 set and non-zero, and keeps the whole-run ETA: training and every stage that trains count
 as epochs, so `progress_ratio` runs 0..1 once over the run. `train.py` and the compression
-stages call it; nothing here knows about models.
+stages call it; nothing here knows about models. Each epoch also goes to the run's TensorBoard
+event files (`curves`, written by rank 0 only) with the same numbers.
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from trainyard_trainer.curves import Curves
+from trainyard_trainer.logs import emit
+
 STAGE_NAMES = ("train", "prune", "distill", "quantize", "done")
 
 
 class Progress:
     """Metrics registry + progress lines for one trainer process."""
 
-    def __init__(self, total_epochs: int, *, verbose: bool) -> None:
+    def __init__(self, total_epochs: int, *, verbose: bool, curves: Curves | None = None) -> None:
         self.verbose = verbose
+        self.curves = curves or Curves(None)
         self.total_epochs = max(1, total_epochs)
         self.epochs_done = 0
         self.started = time.monotonic()
@@ -47,6 +52,14 @@ class Progress:
             "trainyard_trainer_samples_per_second", "Global samples/s, last epoch", registry=r
         )
         self.steps = Counter("trainyard_trainer_steps", "Optimizer steps", registry=r)
+        self.step_compute = Counter(
+            "trainyard_trainer_step_compute_seconds",
+            "Seconds of optimizer steps spent computing, not waiting for the other ranks",
+            registry=r,
+        )
+        #: perf_counter() when the running backward handed its last gradient bucket to the
+        #: all-reduce (set by DDP's comm hook in train.py): from then on the step only waits
+        self.gradients_ready = 0.0
         self.samples = Counter("trainyard_trainer_samples", "Samples on this process", registry=r)
         self.last_progress = Gauge(
             "trainyard_trainer_last_progress_timestamp_seconds",
@@ -72,6 +85,7 @@ class Progress:
             registry=r,
         )
         self.current = "train"
+        self.stage_epoch = 0  # epochs completed in the running stage (for the log lines)
         self.set_stage("train", 0)
 
     def serve_from_env(self) -> int | None:
@@ -88,11 +102,19 @@ class Progress:
         for name in STAGE_NAMES:
             self.stage.labels(stage=name).set(1 if name == stage else 0)
         self.epoch.set(0)
+        self.stage_epoch = 0
         self.epochs.set(epochs)
 
-    def step(self, samples: int) -> None:
+    def step(self, samples: int, *, compute_seconds: float = 0.0) -> None:
+        """One optimizer step; `compute_seconds`: its time less its wait for other ranks.
+
+        Under DDP every rank steps in lockstep, so each step takes as long on every worker
+        and only the compute share tells the slow worker from those waiting for it (the
+        operator's straggler check and the dashboard read it per worker).
+        """
         self.steps.inc()
         self.samples.inc(samples)
+        self.step_compute.inc(max(0.0, compute_seconds))
         self.last_progress.set(time.time())
 
     def eta_seconds(self) -> float:
@@ -110,17 +132,27 @@ class Progress:
         accuracy: float,
         samples_per_second: float,
         seconds: float,
+        learning_rate: float,
     ) -> None:
         """Record one finished epoch of the running stage and print its line."""
         self.epochs_done += 1
         self.epoch_seconds.append(seconds)
         self.epoch.set(epoch)
+        self.stage_epoch = epoch
         self.loss.set(loss)
         self.accuracy.set(accuracy)
         self.throughput.set(samples_per_second)
         self.ratio.set(min(1.0, self.epochs_done / self.total_epochs))
         eta = self.eta_seconds()
         self.eta.set(eta)
+        self.curves.epoch(
+            self.current,
+            self.epochs_done,
+            loss=loss,
+            accuracy=accuracy,
+            samples_per_second=samples_per_second,
+            learning_rate=learning_rate,
+        )
         self.log(
             f"[{self.current}] epoch {epoch}/{epochs} loss {loss:.4f} acc {accuracy:.4f} "
             f"{samples_per_second:.0f} samples/s eta {eta:.0f}s"
@@ -142,7 +174,9 @@ class Progress:
         self.set_stage("done", 0)
         self.ratio.set(1.0)
         self.eta.set(0)
+        self.curves.close()
 
     def log(self, line: str) -> None:
+        """A line of local rank 0's, with the stage and epoch it is about (logs.py)."""
         if self.verbose:
-            print(line, flush=True)
+            emit(line, stage=self.current, epoch=self.stage_epoch)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trainyard_trainer.checkpoint import atomic_write_text
+from trainyard_trainer.logs import emit
 
 TERMINATION_LIMIT = 4096
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
@@ -114,7 +115,7 @@ def _write_termination(text: str) -> None:
         if path.parent.is_dir():
             path.write_text(text[:TERMINATION_LIMIT])
     except OSError as exc:
-        print(f"[results] cannot write termination message to {path}: {exc}", flush=True)
+        emit(f"[results] cannot write termination message to {path}: {exc}", level="warning")
 
 
 def write_results(summary: Summary, output: Path) -> Path:

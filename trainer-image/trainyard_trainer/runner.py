@@ -3,8 +3,8 @@
 `run_job` is what `__main__` calls once the config has been checked, the dataset loaded and
 the process group formed. It ties the parts together and owns nothing else: the loop is
 `train.fit`, the state object and files are `checkpoint`, the stages are `compression`,
-the reports are `metrics` and `results`. The trained model is saved as stage `train`
-(dense) so every stage's bytes, accuracy and latency compare against it.
+the reports are `metrics`, `curves` (TensorBoard) and `results`. The trained model is saved
+as stage `train` (dense) so every stage's bytes, accuracy and latency compare against it.
 """
 
 from __future__ import annotations
@@ -38,8 +38,10 @@ from trainyard_trainer.checkpoint import (
 from trainyard_trainer.compression import run_stages
 from trainyard_trainer.compression.base import StageContext, cpu_latency_ms
 from trainyard_trainer.config import JobConfig
+from trainyard_trainer.curves import Curves, run_directory
 from trainyard_trainer.datasets import DataBundle
 from trainyard_trainer.distributed import DistContext, broadcast_object, gather_objects
+from trainyard_trainer.logs import emit
 from trainyard_trainer.metrics import Progress
 from trainyard_trainer.models import ModelSpec, build_model, count_parameters
 from trainyard_trainer.results import StageResult, Summary, write_results
@@ -85,7 +87,8 @@ def run_job(cfg: JobConfig, bundle: DataBundle, ctx: DistContext, stop: StopSign
     output = output_dir(cfg)
     if ctx.is_main:
         output.mkdir(parents=True, exist_ok=True)
-    progress = Progress(cfg.total_epochs(), verbose=ctx.is_local_main)
+    curves = Curves(run_directory(output, cfg.job) if ctx.is_main else None)
+    progress = Progress(cfg.total_epochs(), verbose=ctx.is_local_main, curves=curves)
     if ctx.is_local_main:
         port = progress.serve_from_env()
         if port:
@@ -185,7 +188,7 @@ def run_job(cfg: JobConfig, bundle: DataBundle, ctx: DistContext, stop: StopSign
     trained.load_state_dict(gathered)
     trained = trained.to(ctx.device).eval()
     local = wrapped.module if isinstance(wrapped, nn.parallel.DistributedDataParallel) else trained
-    print(f"[rank {ctx.rank}] parameters sha256 {parameter_digest(local)}", flush=True)
+    emit(f"[rank {ctx.rank}] parameters sha256 {parameter_digest(local)}")
 
     _, accuracy = evaluate(trained, bundle, ctx)
     path = output / "model-trained.pt"

@@ -113,6 +113,7 @@ def _allreduce_timing_hook(progress: Progress) -> Callable[..., torch.futures.Fu
 
     def hook(state: object, bucket: Any) -> torch.futures.Future[torch.Tensor]:
         start = time.perf_counter()
+        progress.gradients_ready = start  # the last bucket's call ends this rank's compute
         fut = default_hooks.allreduce_hook(None, bucket)  # type: ignore[arg-type]
 
         def done(f: torch.futures.Future[torch.Tensor]) -> torch.Tensor:
@@ -128,6 +129,19 @@ def _allreduce_timing_hook(progress: Progress) -> Callable[..., torch.futures.Fu
         "return": torch.futures.Future[torch.Tensor],
     }
     return hook
+
+
+def _waited_for_peers(progress: Progress, started: float, reduced: float) -> float:
+    """How long a step's backward waited for the other ranks' gradients: from the moment
+    this rank handed its last bucket to the all-reduce until backward returned.
+
+    A straggler arrives last and hardly waits; the ranks that are on time wait for it, so
+    their step time less this wait is their own compute, and the straggler's stands out.
+    Only DDP's comm hook marks the moment (FSDP's collectives run inside forward and
+    backward, and one rank has nobody to wait for): without a mark nothing is subtracted.
+    """
+    ready = progress.gradients_ready
+    return reduced - ready if started <= ready <= reduced else 0.0
 
 
 def _identity_hook() -> Callable[..., torch.futures.Future[torch.Tensor]]:
@@ -267,6 +281,7 @@ def fit(
         loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
         seen = 0
         for i in range(state.step_in_epoch, len(batches)):
+            step_started = time.perf_counter()
             sel = batches[i]
             x = bundle.train_x[sel].to(ctx.device, non_blocking=True)
             y = bundle.train_y[sel].to(ctx.device, non_blocking=True)
@@ -278,20 +293,24 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             if scaler.is_enabled():  # fp16 only; fp32 and bf16 need no loss scaling
                 scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+                reduced = time.perf_counter()
                 scaler.step(optimizer)
                 scaler.update()
             else:
                 loss.backward()  # type: ignore[no-untyped-call]
+                reduced = time.perf_counter()
                 optimizer.step()
             scheduler.step()
             loss_sum += loss.detach().double() * len(sel)
+            waited = _waited_for_peers(loop.progress, step_started, reduced)
+            computed = time.perf_counter() - step_started - waited
             if state.first_loss is None:  # once per run: the baseline the loss is compared to
                 first = float(loss.detach()) / ctx.world_size
                 (state.first_loss,) = all_reduce_sum([first], ctx.device)
             seen += len(sel)
             state.global_step += 1
             state.step_in_epoch = i + 1
-            loop.progress.step(len(sel))
+            loop.progress.step(len(sel), compute_seconds=computed)
             # Ranks agree on a stop every STOP_CHECK_STEPS steps, not every step: the agreement
             # is a collective plus a host sync (on a GPU it stalls the next step's launches).
             stop = loop.stop.requested
@@ -325,6 +344,8 @@ def fit(
             accuracy=accuracy,
             samples_per_second=throughput,
             seconds=seconds,
+            # what the scheduler left for the next epoch (cosine-annealed per step)
+            learning_rate=float(optimizer.param_groups[0]["lr"]),
         )
         if on_epoch_end is not None:
             on_epoch_end(state)

@@ -43,6 +43,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from trainyard_local import binaries, nodes
+from trainyard_local.devices import plan_devices
 from trainyard_local.log_server import LogServer, LogTarget
 from trainyard_local.pki import Pki
 from trainyard_local.pod_events import EventSender, container_events, killing_events
@@ -139,6 +140,9 @@ class PodRecord:
     start_error: str = ""
     #: (container, event) -> when the agent first saw it, for runners that give no time
     stamps: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
+    #: a deleted pod's processes are gone by then (monotonic): stopped, or killed when their
+    #: grace period ends; until then its log may still grow and a followed log stays open
+    stopping_until: float | None = None
 
 
 def _state_json(record: PodRecord, name: str, state: ContainerState) -> dict[str, Any]:
@@ -263,7 +267,13 @@ class Agent:
         self.specs = {spec.name: spec for spec in specs}
         self.state_dir = state_dir
         self.runner: Runner = load_runner(
-            runner_name, RunnerOptions(state_dir=state_dir, kubeconfig=kubeconfig, cluster=cluster)
+            runner_name,
+            RunnerOptions(
+                state_dir=state_dir,
+                kubeconfig=kubeconfig,
+                cluster=cluster,
+                gpu_devices=plan_devices([(spec.name, spec.gpus) for spec in specs]),
+            ),
         )
         # each cluster starts in its own /24 block (by name), so that the process pods of two
         # clusters side by side do not share an IP: each worker binds port 9400 on its pod IP
@@ -546,6 +556,12 @@ class Agent:
         if record is not None:
             self.runner.stop(record.handle)
             self.ips.release(record.handle.pod_ip)
+            pod = record.handle.pod
+            grace = pod["metadata"].get("deletionGracePeriodSeconds")
+            if grace is None:
+                grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
+            # a kubelet ends `kubectl logs -f` of a deleted pod when its containers exit
+            record.stopping_until = time.monotonic() + float(grace) + 1.0
 
     def _observe_runner(self, record: PodRecord) -> Observation:
         if not record.start_error:
@@ -649,7 +665,9 @@ class Agent:
 
 
 def _running(record: PodRecord) -> bool:
-    return not record.finished
+    if record.finished:
+        return False
+    return record.stopping_until is None or time.monotonic() < record.stopping_until
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -128,6 +128,8 @@ class LocalCluster:
         tie_to_parent: bool = False,
         progress: Callable[[str], None] | None = None,
         ready_timeout: float = 120.0,
+        audit_policy: str = AUDIT_POLICY,
+        audit_log_max_mib: int = 20,
     ) -> None:
         self.name = nodes.check_cluster_name(name)
         self.state_dir = Path(state_dir) if state_dir else default_state_dir(name)
@@ -138,6 +140,10 @@ class LocalCluster:
         # that; `up` from a shell does not)
         self.tie_to_parent = tie_to_parent
         self.ready_timeout = ready_timeout
+        # what the API server audits (bench/vs_kubeflow.py audits every request, to count
+        # each client's) and how large its log grows before it rotates (one backup is kept)
+        self.audit_policy = audit_policy
+        self.audit_log_max_mib = audit_log_max_mib
         self._progress = progress or (lambda _message: None)
         self._popens: dict[int, Popen[bytes]] = {}
         self.startup_seconds: float | None = None
@@ -162,7 +168,7 @@ class LocalCluster:
 
     @property
     def audit_log(self) -> Path:
-        """The API server's audit log (pod lists and watches, see AUDIT_POLICY)."""
+        """The API server's audit log (pod lists and watches by default, see AUDIT_POLICY)."""
         return self.logs_dir / "audit.log"
 
     def log_path(self, component: str) -> Path:
@@ -354,7 +360,7 @@ class LocalCluster:
 
         api_bin = str(bins / "kube-apiserver")
         audit_policy = self.state_dir / "components" / "audit-policy.yaml"
-        audit_policy.write_text(AUDIT_POLICY)
+        audit_policy.write_text(self.audit_policy)
         self._spawn(
             "kube-apiserver",
             [
@@ -390,7 +396,7 @@ class LocalCluster:
                 "--kubelet-preferred-address-types=InternalIP",
                 f"--audit-policy-file={audit_policy}",
                 f"--audit-log-path={self.audit_log}",
-                "--audit-log-maxsize=20",
+                f"--audit-log-maxsize={self.audit_log_max_mib}",
                 "--audit-log-maxbackup=1",
             ],
             api_bin,

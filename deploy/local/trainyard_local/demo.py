@@ -37,10 +37,11 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from rich.console import Console
-from rich.live import Live
-from rich.progress_bar import ProgressBar
 from rich.table import Table
 
+from trainyard_cli.views import results_table
+from trainyard_cli.watch import JobGoneError
+from trainyard_cli.watch import follow as watch_job
 from trainyard_local import binaries, processes
 from trainyard_local.cluster import LocalCluster, state_root
 from trainyard_local.kubeconfig import write_token_kubeconfig
@@ -56,6 +57,10 @@ RELEASE = "trainyard"
 CHART_NAMESPACE = "trainyard-system"
 JOB_NAMESPACE = "trainyard-demo"
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+#: What the chart's Deployment would set in its cluster-wide mode beyond the defaults, for the
+#: operator that runs as a local process under the chart's ServiceAccount: it watches Nodes
+#: (the chart grants the rule) so that `gpus: auto` chooses from them.
+CHART_OPERATOR_ENV = {"TRAINYARD_READ_NODES": "true"}
 GROUP, VERSION, PLURAL = "trainyard.dev", "v1alpha1", "trainingjobs"
 TERMINAL = ("Succeeded", "Failed")
 
@@ -194,43 +199,6 @@ def delete_job(kubeconfig: Path, namespace: str, name: str, timeout: float = 120
     raise DemoError(f"TrainingJob {namespace}/{name} was not deleted within {timeout:.0f} s")
 
 
-def _fmt(value: Any, pattern: str = "{}", missing: str = "-") -> str:
-    return missing if value is None else pattern.format(value)
-
-
-def progress_view(job: dict[str, Any]) -> Table:
-    """One frame of the live view (three lines, fits 80 columns): phase, workers and restarts;
-    stage, epoch and a progress bar; loss, accuracy, throughput and ETA."""
-    status = job.get("status") or {}
-    progress = status.get("progress") or {}
-    workers = status.get("workers") or {}
-    percent = int(progress.get("percent") or 0)
-    view = Table.grid(padding=(0, 2))
-    view.add_column()
-    view.add_column()
-    view.add_row(
-        f"[bold]{job['metadata']['name']}[/bold]",
-        f"[bold]{status.get('phase', 'Pending')}[/bold]   "
-        f"workers ready {workers.get('ready', 0)}/{workers.get('desired', '?')}   "
-        f"restarts {status.get('restarts', 0)}",
-    )
-    bar = ProgressBar(total=100, completed=percent, width=24)
-    stage = f"{progress.get('stage') or '-'} {progress.get('epoch', 0)}/"
-    details = Table.grid(padding=(0, 1))
-    for _ in range(3):
-        details.add_column()
-    details.add_row(f"{stage}{progress.get('totalEpochs', 0)}", bar, f"{percent:3d}%")
-    view.add_row("", details)
-    view.add_row(
-        "",
-        f"loss {_fmt(progress.get('loss'), '{:.4f}')}   "
-        f"accuracy {_fmt(progress.get('accuracy'), '{:.4f}')}   "
-        f"{_fmt(progress.get('samplesPerSecond'), '{:.0f}')} samples/s   "
-        f"ETA {_fmt(progress.get('etaSeconds'), '{} s')}",
-    )
-    return view
-
-
 def follow(
     kubeconfig: Path,
     namespace: str,
@@ -240,58 +208,21 @@ def follow(
     timeout: float = 1200,
     on_update: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Show the job's status live until it is Succeeded or Failed; returns the last object."""
-    deadline = time.monotonic() + timeout
-    job = get_job(kubeconfig, namespace, name)
-    with Live(console=console, refresh_per_second=4, transient=False) as live:
-        while True:
-            job = get_job(kubeconfig, namespace, name)
-            if job is not None:
-                live.update(progress_view(job))
-                if on_update is not None:
-                    on_update(job)
-                if (job.get("status") or {}).get("phase") in TERMINAL:
-                    return job
-            if time.monotonic() > deadline:
-                raise DemoError(f"TrainingJob {namespace}/{name} did not finish in {timeout:.0f} s")
-            time.sleep(0.5)
+    """Show the job's status live until it is Succeeded or Failed; returns the last object.
 
-
-def _bytes(value: Any) -> str:
-    if value is None:
-        return "-"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
-
-
-def results_table(job: dict[str, Any]) -> Table:
-    """status.results as a table: accuracy, bytes (and the ratio to dense), sparsity, seconds."""
-    results = (job.get("status") or {}).get("results") or {}
-    stages = results.get("stages") or []
-    dense = next((s.get("modelBytes") for s in stages if s.get("name") == "train"), None)
-    table = Table(title="Results (status.results)")
-    table.add_column("stage")
-    table.add_column("accuracy", justify="right")
-    table.add_column("model bytes", justify="right")
-    table.add_column("vs dense", justify="right")
-    table.add_column("sparsity", justify="right")
-    table.add_column("seconds", justify="right")
-    for stage in stages:
-        size = stage.get("modelBytes")
-        ratio = f"{size / dense:.2f}x" if size and dense else "-"
-        table.add_row(
-            str(stage.get("name")),
-            _fmt(stage.get("accuracy"), "{:.4f}"),
-            _bytes(size),
-            ratio,
-            _fmt(stage.get("sparsity"), "{:.2f}"),
-            _fmt(stage.get("seconds"), "{:.1f}"),
+    The screen is `kubectl trainyard watch`'s (trainyard_cli), always drawn in place here:
+    a pipe (make, CI) gets its last frame.
+    """
+    try:
+        return watch_job(
+            lambda: get_job(kubeconfig, namespace, name),
+            console,
+            live=True,
+            timeout=timeout,
+            on_update=on_update,
         )
-    return table
+    except (TimeoutError, JobGoneError) as error:
+        raise DemoError(f"TrainingJob {namespace}/{name}: {error}") from None
 
 
 DEMO_QUERIES = (
@@ -377,7 +308,7 @@ class EmbeddedDemo:
             sa_config,
             log_path=self.home / "operator.log",
             # read worker 0's progress every second: the demo's run is short
-            env={"TRAINYARD_PROGRESS_INTERVAL_SECONDS": "1"},
+            env={**CHART_OPERATOR_ENV, "TRAINYARD_PROGRESS_INTERVAL_SECONDS": "1"},
         )
         popen = processes.spawn(
             [sys.executable, "-m", "trainyard_operator"],
@@ -456,12 +387,14 @@ class EmbeddedDemo:
         console.print(
             "\n[bold]Where to look next[/bold]\n"
             f"  export KUBECONFIG={self.cluster.kubeconfig} "
-            f"PATH={binaries.bin_dir()}:$PATH\n"
-            f"  kubectl get tj -A                     # phase, workers, stage, progress\n"
+            f"PATH={binaries.bin_dir()}:{Path(sys.executable).parent}:$PATH\n"
+            f"  kubectl trainyard list -A             # phase, workers, stage, progress, ETA\n"
+            f"  kubectl trainyard logs {name} -n {JOB_NAMESPACE}   # both workers, in time order\n"
+            f"  kubectl trainyard results {name} -n {JOB_NAMESPACE}\n"
             f"  kubectl -n {JOB_NAMESPACE} describe tj {name}\n"
-            f"  kubectl -n {JOB_NAMESPACE} logs -l trainyard.dev/job-name={name} --prefix "
-            f"--tail=-1   # both workers\n"
             f"  worker files: {self.cluster.state_dir / 'pods'}/{JOB_NAMESPACE}_{name}-worker-*/\n"
+            f"  curves: tensorboard --logdir {self.cluster.state_dir / 'pods'}/"
+            f"{JOB_NAMESPACE}_{name}-worker-0_*/volumes/output/tensorboard\n"
             f"  operator log: {operator['log']}\n"
             f"  Prometheus: {prom.url}/graph?g0.expr=trainyard_jobs\n"
             f"  stop everything: make demo-down"

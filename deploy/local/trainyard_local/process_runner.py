@@ -31,6 +31,12 @@ Mapping rules (also in deploy/local/README.md):
   IP (127.2.x.y).
 - `TRAINYARD_METRICS_HOST` is set to the pod IP so that every worker serves its metrics on
   its own address at the contract's port 9400 (Prometheus scrapes `<pod IP>:9400`).
+- GPUs, as NVIDIA's device plugin hands them out (`devices.py`): each GPU node owns a range
+  of the host's device indexes, and a container asking for `nvidia.com/gpu` gets that many
+  of its node's devices no other running container holds, as `CUDA_VISIBLE_DEVICES` (set
+  last: the pod's own value cannot reach another pod's GPUs); a container asking for none
+  gets `CUDA_VISIBLE_DEVICES=""` and sees no GPU. They are free again when its process ends
+  or its pod is stopped. More than the node has free gives CreateContainerConfigError.
 - CPU: `OMP_NUM_THREADS` is set from the container's CPU limit (else request, rounded up,
   at least 1) unless the pod sets it: a container's CPU quota has no local equivalent, and
   unbounded torch threads of several workers would fight over the cores.
@@ -79,6 +85,7 @@ from pathlib import Path
 from typing import Any
 
 from trainyard_local import container_log
+from trainyard_local.devices import DeviceError, GpuDevices, Holder, gpu_request, visible_devices
 from trainyard_local.pod_sources import ConfigError, PodSources, field_ref
 from trainyard_local.runners import ContainerState, Observation, PodHandle, RunnerOptions
 
@@ -188,6 +195,8 @@ class Process:
     final: ContainerState | None = None
     error: ContainerState | None = None
     pump: threading.Thread | None = None
+    holder: Holder = ("", "")
+    """(pod uid, container): whose GPUs to free when the process ends."""
 
 
 @dataclass
@@ -211,6 +220,7 @@ class ProcessRunner:
         self._ips: dict[tuple[str, str], str] = {}
         self._ports: dict[tuple[str, str, str], int] = {}
         self.sources = PodSources(options.kubeconfig)
+        self.gpus = GpuDevices(options.gpu_devices)
 
     # -- the Runner protocol ---------------------------------------------------------------
 
@@ -250,6 +260,7 @@ class ProcessRunner:
     def stop(self, pod: PodHandle) -> None:
         processes = self._pods.pop(pod.uid, None)
         self._ips.pop((pod.namespace, pod.name), None)
+        self.gpus.release_pod(pod.uid)
         if processes is None:
             return
         grace = pod.pod["metadata"].get("deletionGracePeriodSeconds")
@@ -338,6 +349,12 @@ class ProcessRunner:
         if not cwd.is_absolute() or (working_dir and str(cwd) == working_dir):
             # a workingDir inside the image: nothing local to map it to
             cwd = pod.work_dir
+        # last, so a ConfigError above holds no device
+        try:
+            devices = self.gpus.allocate(pod.node_name, (pod.uid, name), gpu_request(container))
+        except DeviceError as error:
+            raise ConfigError(f"container {name}: {error}") from None
+        env["CUDA_VISIBLE_DEVICES"] = visible_devices(devices)
         return LaunchPlan(
             argv=argv,
             env=env,
@@ -453,6 +470,7 @@ class ProcessRunner:
             plan.fallback_to_logs,
             _now(),
             pump=pump,
+            holder=(pod.uid, name),
         )
 
     def _state(self, process: Process) -> ContainerState:
@@ -465,6 +483,7 @@ class ProcessRunner:
         if returncode is None:
             return ContainerState("running", started_at=process.started_at)
         code = exit_code_of(returncode)
+        self.gpus.release(process.holder)
         if process.pump is not None:
             # the last words may still be in the pipe (a child that keeps it open past the
             # leader's exit only delays this)

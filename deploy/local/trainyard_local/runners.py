@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -100,6 +101,8 @@ class RunnerOptions:
     state_dir: Path
     kubeconfig: Path
     cluster: str
+    gpu_devices: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    """Host GPU device indexes of each GPU node (`devices.plan_devices`)."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from trainyard_operator.api.spec import (
 )
 from trainyard_operator.api.status import (
     Condition,
+    GpuChoice,
     Progress,
     Results,
     StageResult,
@@ -42,6 +43,7 @@ __all__ = [
     "Condition",
     "DistillStage",
     "EnvVar",
+    "GpuChoice",
     "OutputSpec",
     "PodTemplateOverrides",
     "Progress",

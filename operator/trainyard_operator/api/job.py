@@ -29,6 +29,25 @@ class TrainingJob(BaseModel):
     spec: TrainingJobSpec
     status: TrainingJobStatus = Field(default_factory=TrainingJobStatus)
 
+    @property
+    def gpus(self) -> int:
+        """nvidia.com/gpu per worker: spec.resources.gpus, or for "auto" the operator's choice
+        recorded in status.gpus (0 until it is made, which happens before any pod exists)."""
+        gpus = self.spec.resources.gpus
+        if gpus == "auto":
+            return self.status.gpus.per_worker if self.status.gpus is not None else 0
+        return gpus
+
+    @property
+    def procs(self) -> int:
+        """Processes per worker with "auto" resolved (one per GPU, else 1)."""
+        return self.spec.procs_for(self.gpus)
+
+    @property
+    def world_size(self) -> int:
+        """Total training processes."""
+        return self.spec.workers * self.procs
+
     @classmethod
     def from_object(cls, body: Mapping[str, Any]) -> "TrainingJob":
         """Parse an object as the API server returns it (camelCase, defaults applied)."""

@@ -27,6 +27,7 @@ FILE_DATASETS = ("mnist", "fashion-mnist", "cifar10", "imagefolder")
 # Datasets of tokens, which only the transformer reads (synthetic serves every model).
 TOKEN_DATASETS = ("text",)
 MAX_PROCS_PER_WORKER = 64
+MAX_GPUS_PER_WORKER = 64
 
 # Sizes that bound the API server's CEL cost estimate (and keep objects reasonable).
 ShortString = Annotated[str, Field(max_length=253)]
@@ -99,8 +100,23 @@ class EnvVar(ApiModel):
 class Resources(ApiModel):
     """Per-worker resources. Requests equal limits (Guaranteed QoS when set)."""
 
-    gpus: Annotated[int, Field(ge=0, le=64)] = 0
-    """nvidia.com/gpu per worker (limits = requests). 0 runs on CPU with the gloo backend."""
+    gpus: Annotated[
+        Annotated[int, Field(ge=0, le=MAX_GPUS_PER_WORKER)] | Literal["auto"],
+        Field(
+            json_schema_extra=validations(
+                cel(
+                    f"type(self) == int ? (self >= 0 && self <= {MAX_GPUS_PER_WORKER})"
+                    " : self == 'auto'",
+                    'spec.resources.gpus must be "auto" or an integer from 0 to '
+                    f"{MAX_GPUS_PER_WORKER}",
+                )
+            )
+        ),
+    ] = 0
+    """nvidia.com/gpu per worker (limits = requests): an integer is an exact request (0 runs
+    on CPU with the gloo backend); "auto" lets the operator choose when it creates the gang,
+    from the nodes the workers may land on and the namespace's GPU quota (the choice and why
+    are in status.gpus and a GpusChosen event; docs/operator.md, "GPUs: auto")."""
     cpu: Annotated[str, _quantity("spec.resources.cpu")] = "1"
     """CPU per worker, a Kubernetes quantity (e.g. "1", "500m")."""
     memory: Annotated[str, _quantity("spec.resources.memory")] = "2Gi"
@@ -405,6 +421,13 @@ def _unchanged(field: str) -> str:
     # procsPerWorker is int-or-string; compare as strings so "auto" vs 2 is no type error.
     if field == "procsPerWorker":
         return "string(self.procsPerWorker) == string(oldSelf.procsPerWorker)"
+    # so is resources.gpus, inside an object that == would compare field by field
+    if field == "resources":
+        return (
+            "string(self.resources.gpus) == string(oldSelf.resources.gpus)"
+            " && self.resources.cpu == oldSelf.resources.cpu"
+            " && self.resources.memory == oldSelf.resources.memory"
+        )
     return f"self.{field} == oldSelf.{field}"
 
 
@@ -429,12 +452,15 @@ class TrainingJobSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel(
-                "self.trainer.precision != 'fp16' || self.resources.gpus > 0",
-                "spec.trainer.precision: fp16 needs spec.resources.gpus > 0 (use bf16 on CPU)",
+                "self.trainer.precision != 'fp16'"
+                " || (type(self.resources.gpus) == int && self.resources.gpus > 0)",
+                "spec.trainer.precision: fp16 needs spec.resources.gpus > 0 (use bf16 on CPU;"
+                ' "auto" may choose 0)',
                 field_path=".trainer.precision",
             ),
             cel(
-                "self.resources.gpus == 0 || type(self.procsPerWorker) != int"
+                "type(self.resources.gpus) != int || self.resources.gpus == 0"
+                " || type(self.procsPerWorker) != int"
                 " || self.procsPerWorker <= self.resources.gpus",
                 "spec.procsPerWorker may not exceed spec.resources.gpus (one process per GPU)",
                 field_path=".procsPerWorker",
@@ -460,6 +486,13 @@ class TrainingJobSpec(ApiModel):
 
     suspend: bool = False
     """Suspended jobs have no pods; resuming starts the gang again (from the checkpoint)."""
+    restart_request: Annotated[str, Field(max_length=253)] = ""
+    """Set a new value (any text; `kubectl trainyard restart` writes the time) to restart the
+    whole gang once: every worker pod is deleted and the next attempt starts, resuming from
+    the latest checkpoint on a PersistentVolumeClaim. Counted in status.restarts and
+    status.disruptions, never against backoffLimit. While the job is suspended the value is
+    only recorded (resuming starts a new gang anyway); a finished job ignores it (event
+    RestartIgnored)."""
     workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] = 1
     """Worker pods (torchrun nodes)."""
     procs_per_worker: Annotated[
@@ -475,7 +508,8 @@ class TrainingJobSpec(ApiModel):
             )
         ),
     ] = "auto"
-    """Processes per worker: "auto" = gpus per worker (1 without GPUs), or an integer >= 1."""
+    """Processes per worker: "auto" = one per GPU of the worker (with resources.gpus "auto":
+    per GPU the operator chose), 1 without GPUs; or an integer >= 1."""
     image: Annotated[str, Field(max_length=1024)] = ""
     """Container image; "" uses the operator's configured trainer image."""
     command: list[LongString] = Field(default_factory=list, max_length=64)
@@ -507,14 +541,9 @@ class TrainingJobSpec(ApiModel):
     pod_template: PodTemplateOverrides = Field(default_factory=PodTemplateOverrides)
     """Overrides merged into the worker pods."""
 
-    @property
-    def procs(self) -> int:
-        """Processes per worker with "auto" resolved (gpus per worker, else 1)."""
+    def procs_for(self, gpus: int) -> int:
+        """Processes per worker with "auto" resolved for `gpus` GPUs per worker (one process
+        per GPU, else 1). `TrainingJob.procs` passes the GPUs the workers actually get."""
         if self.procs_per_worker == "auto":
-            return max(self.resources.gpus, 1)
+            return max(gpus, 1)
         return self.procs_per_worker
-
-    @property
-    def world_size(self) -> int:
-        """Total training processes."""
-        return self.workers * self.procs

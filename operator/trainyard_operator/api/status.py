@@ -19,7 +19,7 @@ class Condition(ApiModel):
     """A metav1.Condition."""
 
     type: str
-    """Created, Running, Restarting, Suspended, Succeeded, Failed."""
+    """Created, Running, Restarting, Straggler, Suspended, Succeeded, Failed."""
     status: Literal["True", "False", "Unknown"]
     """True, False or Unknown."""
     reason: str
@@ -80,6 +80,40 @@ class Progress(ApiModel):
     """When the operator last read it (RFC 3339)."""
 
 
+class SlowWorker(ApiModel):
+    """A worker whose compute time per step, averaged over the operator's window
+    (TRAINYARD_STRAGGLER_WINDOW_SECONDS), is above its factor (TRAINYARD_STRAGGLER_FACTOR) of
+    the gang's median."""
+
+    worker: int
+    """Worker index (pod `<job>-worker-<index>`)."""
+    since: str
+    """Since when it has stayed above the factor (RFC 3339)."""
+    ratio: float
+    """Its compute time per step over the gang's median, when last measured."""
+
+
+class GangHealth(ApiModel):
+    """How evenly the workers of the running gang keep up, from every worker's trainer
+    metrics: compute seconds per step (a step's time less its wait for the other ranks),
+    averaged over the straggler window."""
+
+    median_step_seconds: float | None = None
+    """The gang's median compute time per step (the lower middle value for an even count)."""
+    slowest_worker: int | None = None
+    """Index of the worker with the longest compute time per step."""
+    slowest_step_seconds: float | None = None
+    """Its compute time per step."""
+    slowest_ratio: float | None = None
+    """Its compute time per step over the median (1.0: as fast as the median)."""
+    slow_workers: list[SlowWorker] = Field(default_factory=list)
+    """Workers above the factor of the median now, with since when."""
+    stragglers: list[int] = Field(default_factory=list)
+    """Those of them above it for a whole window: the Straggler condition and event name them."""
+    updated_at: str | None = None
+    """When these numbers were measured (RFC 3339)."""
+
+
 class StageResult(ApiModel):
     """Measured outcome of training or one compression stage."""
 
@@ -110,6 +144,25 @@ class Results(ApiModel):
     """Where the final model was written inside the output volume."""
 
 
+class GpuChoice(ApiModel):
+    """What the operator chose for spec.resources.gpus "auto" (docs/operator.md, "GPUs:
+    auto"): made when the first gang is created, kept for every later gang while the cluster
+    can still meet it."""
+
+    per_worker: int = 0
+    """nvidia.com/gpu each worker requests: 0 runs on CPU with gloo, more on GPUs with nccl
+    (procsPerWorker "auto" starts one process per GPU)."""
+    reason: str = ""
+    """GpusFit, NoGpuNodes, GpusDoNotFit, QuotaTooSmall or NodesNotRead."""
+    message: str = ""
+    """Why, in words (the text of the GpusChosen or GpusChanged event)."""
+    decided_at: str | None = None
+    """When this choice was made (RFC 3339)."""
+    previous: int | None = None
+    """The choice this one replaced because the cluster could no longer meet it (a node pool
+    removed or cordoned, the quota lowered, the job reshaped while suspended)."""
+
+
 class TrainingJobStatus(ApiModel):
     """Observed state of a TrainingJob."""
 
@@ -128,14 +181,22 @@ class TrainingJobStatus(ApiModel):
     """Whole-gang restarts so far."""
     disruptions: int = 0
     """How many of those restarts a disruption caused (a worker evicted, preempted, lost with
-    its node, or deleted by someone else): they do not count against backoffLimit."""
+    its node, or deleted by someone else) or spec.restartRequest asked for: they do not count
+    against backoffLimit."""
+    restart_request: str | None = None
+    """The spec.restartRequest the operator has seen last: a different value in the spec is a
+    new request."""
     start_time: str | None = None
     """When the current run started (reset on resume)."""
     completion_time: str | None = None
     """When the job Succeeded or Failed."""
     progress: Progress | None = None
     """Live training progress."""
+    health: GangHealth | None = None
+    """Per-worker step times of the running gang in brief: median, slowest, stragglers."""
     results: Results | None = None
     """Final results."""
+    gpus: GpuChoice | None = None
+    """The operator's choice for spec.resources.gpus "auto" (absent for an integer)."""
     observed_generation: int | None = None
     """metadata.generation the status was computed for."""

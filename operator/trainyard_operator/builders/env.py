@@ -39,7 +39,7 @@ def contract_env(
     master = master_address(job)
     values = {
         "PET_NNODES": spec.workers,
-        "PET_NPROC_PER_NODE": spec.procs,
+        "PET_NPROC_PER_NODE": job.procs,
         "PET_NODE_RANK": index,
         "PET_MASTER_ADDR": master,
         "PET_MASTER_PORT": settings.master_port,
@@ -49,14 +49,18 @@ def contract_env(
         "MASTER_ADDR": master,
         "MASTER_PORT": settings.master_port,
         "NODE_RANK": index,
-        "WORLD_SIZE": spec.world_size,
+        "WORLD_SIZE": job.world_size,
         "TRAINYARD_JOB": job.name,
         "TRAINYARD_NAMESPACE": job.namespace,
         "TRAINYARD_RESTART": restart,
+        # what the worker was given (the operator's choice for "auto"): the trainer uses CUDA
+        # and nccl only with GPUs, gloo on CPU otherwise, whatever else the node may expose
+        "TRAINYARD_GPUS": job.gpus,
         "TRAINYARD_CONFIG": json.dumps(trainer_config(job), separators=(",", ":")),
         "TRAINYARD_OUTPUT_DIR": spec.output.path,
         "TRAINYARD_METRICS_PORT": settings.metrics_port,
         "TRAINYARD_TERMINATION_LOG": TERMINATION_LOG,
+        "TRAINYARD_LOG_FORMAT": settings.log_format,
         "PYTHONUNBUFFERED": 1,
     }
     return [{"name": name, "value": str(value)} for name, value in values.items()]

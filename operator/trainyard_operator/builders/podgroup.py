@@ -11,8 +11,9 @@ detect it and set `BuildSettings.pod_group_flavor`):
   the `volcano` scheduler; the group carries the queue and priority class.
 
 In both, minMember is every worker (DDP cannot start with a rank missing) and minResources is
-the whole gang's requests. Kueue reads the `kueue.x-k8s.io/queue-name` label plus its plain-pod
-group label and count when spec.scheduling.queueName is set.
+the whole gang's requests (GPUs left out for `gpus: auto`, whose choice may change). Kueue
+reads the `kueue.x-k8s.io/queue-name` label plus its plain-pod group label and count when
+spec.scheduling.queueName is set.
 """
 
 from __future__ import annotations
@@ -125,8 +126,11 @@ def gang_resources(job: TrainingJob) -> dict[str, str]:
         "cpu": format_quantity(_parse(spec.resources.cpu) * workers, binary=False),
         "memory": format_quantity(_parse(spec.resources.memory) * workers, binary=True),
     }
-    if spec.resources.gpus > 0:
-        total[GPU_RESOURCE] = str(spec.resources.gpus * spec.workers)
+    # For gpus "auto" the choice can change between gangs (a node pool removed), and the
+    # PodGroup is created once per job: a stale GPU count here would keep a gang that now
+    # asks for fewer GPUs from being admitted, so such groups carry CPU and memory only.
+    if spec.resources.gpus != "auto" and job.gpus > 0:
+        total[GPU_RESOURCE] = str(job.gpus * spec.workers)
     return total
 
 

@@ -53,8 +53,8 @@ RESTRICTED_CONTAINER_DEFAULTS: Mapping[str, Any] = {
 def _resources(job: TrainingJob) -> dict[str, Any]:
     res = job.spec.resources
     amounts: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
-    if res.gpus > 0:
-        amounts[GPU_RESOURCE] = str(res.gpus)
+    if job.gpus > 0:
+        amounts[GPU_RESOURCE] = str(job.gpus)
     # Requests equal limits: Guaranteed QoS, and the GPU count the scheduler sees is exact.
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
@@ -110,7 +110,7 @@ def _container(
 
 def _tolerations(job: TrainingJob) -> list[dict[str, Any]]:
     tolerations = [dict(t) for t in job.spec.scheduling.tolerations]
-    if job.spec.resources.gpus > 0 and GPU_TOLERATION not in tolerations:
+    if job.gpus > 0 and GPU_TOLERATION not in tolerations:
         tolerations.append(dict(GPU_TOLERATION))
     return tolerations
 

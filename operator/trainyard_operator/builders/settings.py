@@ -54,6 +54,8 @@ class BuildSettings:
     scheduling.gang is Disabled -- set it together with creating the PodGroup."""
     shm_size_limit: str | None = None
     """sizeLimit of the memory-backed /dev/shm volume (None: bounded by the memory limit)."""
+    log_format: Literal["text", "json"] = "text"
+    """TRAINYARD_LOG_FORMAT of the trainers: the operator's own (text or JSON lines)."""
     network_policy: NetworkPolicySettings | None = None
     """With a value, each job gets a NetworkPolicy (builders.networkpolicy) created with its
     headless Service; None: no policy (TRAINYARD_NETWORK_POLICY off)."""

@@ -51,7 +51,14 @@ async def consistency_pass(runtime: Runtime) -> None:
 
     jobs_version, listed = await runtime.client.list_jobs(namespaces)
     cached = {key: Cached(w.uid, w.resource_version) for key, w in runtime.workers.items()}
+    cached.update({key: Cached(p.uid, p.resource_version) for key, p in runtime.parked.items()})
     for key in gone_jobs(cached, listed, jobs_version):
+        parked = runtime.parked.get(key)
+        if parked is not None and parked.uid == cached[key].uid:
+            log.warning("%s/%s was deleted while the watch was away; forgotten", *key)
+            del runtime.parked[key]
+            runtime.metrics.forget(*key)
+            continue
         worker = runtime.workers.get(key)
         if worker is None or worker.uid != cached[key].uid:
             continue  # replaced while we listed

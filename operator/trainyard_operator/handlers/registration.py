@@ -6,6 +6,8 @@
 - an index of worker pods by (namespace, job), kept by kopf from its pod watch; kopf fills
   indexes completely before it delivers any other event, so a restarted operator never sees
   a job before its pods;
+- with TRAINYARD_READ_NODES (`watch_gpu_nodes`, called by `main`), an index of the GPU nodes
+  that `gpus: auto` chooses from (`handlers.capacity`);
 - event handlers that hand each TrainingJob version to its worker and wake a job's worker
   whenever one of its pods changes;
 - the periodic consistency pass (`handlers.consistency`), started with the runtime.
@@ -25,12 +27,16 @@ import kopf
 from trainyard_operator.api.constants import GROUP, LABEL_JOB_NAME, PLURAL, VERSION
 from trainyard_operator.builders import BuildSettings, NetworkPolicySettings
 from trainyard_operator.clients import KubeClient
+from trainyard_operator.handlers.capacity import node_view
 from trainyard_operator.handlers.consistency import run_consistency_passes
+from trainyard_operator.handlers.kopf_tuning import NoDiffBase
+from trainyard_operator.handlers.memory import release_after_parking
 from trainyard_operator.handlers.runtime import Runtime
 from trainyard_operator.handlers.worker import JobWorker
 from trainyard_operator.metrics import OperatorMetrics
 from trainyard_operator.settings import OperatorSettings
 from trainyard_operator.status import PodView
+from trainyard_operator.status.gpus import NodeView
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +61,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # sent to the API server, so only worker pods reach the operator, not every pod of the
     # cluster (memory, CPU and bandwidth then scale with the jobs, not with the cluster).
     settings.watching.label_selectors["pods"] = LABEL_JOB_NAME
+    # No change handlers: kopf's per-event deep copy for them is skipped (kopf_tuning).
+    settings.persistence.diffbase_storage = NoDiffBase()
 
     config: OperatorSettings = memo["settings"]
     metrics: OperatorMetrics = memo["metrics"]
     client = KubeClient.from_environment(
-        metrics, config.api_concurrency, timeout=config.api_timeout_seconds
+        metrics,
+        config.api_concurrency,
+        timeout=config.api_timeout_seconds,
+        qps=config.api_qps,
+        burst=config.api_burst,
     )
     http = aiohttp.ClientSession()
     flavor = await client.pod_group_flavor()
@@ -78,7 +90,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         client=client,
         http=http,
         build=BuildSettings(
-            trainer_image=config.trainer_image, pod_group_flavor=flavor, network_policy=fence
+            trainer_image=config.trainer_image,
+            pod_group_flavor=flavor,
+            network_policy=fence,
+            log_format=config.log_format,
         ),
         pod_group_flavor=flavor,
     )
@@ -99,6 +114,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     runtime.tasks.append(
         asyncio.create_task(run_consistency_passes(runtime), name="consistency passes")
     )
+    runtime.tasks.append(asyncio.create_task(release_after_parking(runtime), name="memory release"))
 
 
 @kopf.on.cleanup()
@@ -124,24 +140,46 @@ async def worker_pods(body: kopf.Body, **_: Any) -> dict[tuple[str, str], PodVie
     return {(body.metadata.namespace or "", view.job): view}
 
 
+async def gpu_nodes(body: kopf.Body, **_: Any) -> dict[str, NodeView] | None:
+    """GPU nodes, all under the key "" (nodes without allocatable GPUs are not kept)."""
+    view = node_view(body)
+    return None if view is None else {"": view}
+
+
+def watch_gpu_nodes() -> None:
+    """Register the GPU node index: only with it does the operator list and watch Nodes
+    (TRAINYARD_READ_NODES; the chart grants the rule in its cluster-wide mode). Like the pod
+    index, kopf fills it before any job event, so a first choice never sees a partial list."""
+    kopf.index(group="", version="v1", plural="nodes")(gpu_nodes)
+
+
+def _take_indexes(runtime: Runtime, kwargs: Mapping[str, Any]) -> None:
+    # kopf passes each index as a keyword named after its function.
+    runtime.pods = kwargs["worker_pods"]
+    runtime.nodes = kwargs.get("gpu_nodes")
+
+
 @kopf.on.event("pods", labels=WORKER_PODS)
 async def pod_changed(
     *, namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any
 ) -> None:
     """Wake the worker of the pod's job (async: kopf would run a sync one in a thread)."""
     runtime: Runtime = memo["runtime"]
-    runtime.pods = kwargs["worker_pods"]
-    worker = runtime.workers.get((namespace or "", labels.get(LABEL_JOB_NAME, "")))
+    _take_indexes(runtime, kwargs)
+    key = (namespace or "", labels.get(LABEL_JOB_NAME, ""))
+    worker = runtime.workers.get(key)
     if worker is not None:
         worker.poke()
+    elif (parked := runtime.parked.pop(key, None)) is not None:
+        # a pod of a parked job: a worker again, which reads the job first
+        runtime.workers[key] = JobWorker(runtime, key, None, parked)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def job_changed(*, event: kopf.RawEvent, memo: Any, **kwargs: Any) -> None:
     """Start, update or stop the worker of this TrainingJob."""
     runtime: Runtime = memo["runtime"]
-    # kopf passes each index as a keyword named after its function.
-    runtime.pods = kwargs["worker_pods"]
+    _take_indexes(runtime, kwargs)
     body = event["object"]
     meta = body.get("metadata") or {}
     key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
@@ -151,13 +189,21 @@ async def job_changed(*, event: kopf.RawEvent, memo: Any, **kwargs: Any) -> None
         await worker.stop()
         runtime.workers.pop(key, None)
         worker = None
+    parked = runtime.parked.pop(key, None)
     if event["type"] == "DELETED":
         if worker is not None:
             await worker.stop()
             runtime.workers.pop(key, None)
         runtime.metrics.forget(*key)
         return
-    if worker is None:
-        runtime.workers[key] = JobWorker(runtime, key, body)
-    else:
+    if worker is not None:
         worker.offer(body)
+        return
+    if parked is not None and parked.uid != meta.get("uid"):
+        parked = None  # a new job under the name of a parked one
+    version = str(meta.get("resourceVersion", ""))
+    if parked is not None and version.isdigit() and int(version) <= parked.resource_version:
+        # nothing new since it parked (a watch that listed again): it stays parked
+        runtime.parked[key] = parked
+        return
+    runtime.workers[key] = JobWorker(runtime, key, body, parked)

@@ -35,8 +35,10 @@ from trainyard_operator.builders.podgroup import pod_group
 from trainyard_operator.builders.pods import worker_pod
 from trainyard_operator.builders.service import headless_service
 from trainyard_operator.clients import ConflictError, JobGoneError, RejectedError
-from trainyard_operator.handlers.progress import read_progress
-from trainyard_operator.handlers.runtime import JobKey, Runtime
+from trainyard_operator.handlers.capacity import read_capacity
+from trainyard_operator.handlers.progress import read_trainers
+from trainyard_operator.handlers.runtime import JobKey, Parked, Runtime
+from trainyard_operator.logs import job_log
 from trainyard_operator.status import (
     CreateFailure,
     Event,
@@ -47,7 +49,10 @@ from trainyard_operator.status import (
     reconcile,
 )
 from trainyard_operator.status.conditions import get_condition
+from trainyard_operator.status.health import CONDITION as STRAGGLER
+from trainyard_operator.status.health import StepCounters, StragglerPolicy, remember, step_seconds
 from trainyard_operator.status.ownership import Ownership, sort_by_owner
+from trainyard_operator.status.writes import counts_only
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +67,31 @@ MAX_UNPOSTED = 20
 # How long one event is tried again before it is given up (an API server that refuses for
 # good); by time, not by tries: a restarting API server's watch reconnects bring many passes.
 POST_RETRY_SECONDS = 600.0
+# A gang none of whose metrics endpoints answers is read again after twice the wait, up to
+# this many progress intervals (a trainer still loading data, or a command that serves no
+# metrics): reads that keep failing would otherwise cost a connection per worker every
+# interval, and a job pass each (profiled: the larger part of an idle operator's CPU).
+MAX_READ_BACKOFF_INTERVALS = 6
 
 
 class JobWorker:
     """Reconciles one TrainingJob; lives as long as the job (or the operator) does."""
 
-    def __init__(self, runtime: Runtime, key: JobKey, body: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        key: JobKey,
+        body: Mapping[str, Any] | None,
+        parked: Parked | None = None,
+    ) -> None:
+        """A worker for the job `body`; with `parked`, one brought back for a job that was
+        parked (see `Parked`), and with no body one that reads the job first (woken by a
+        pod event)."""
         self.runtime = runtime
         self.key = key
-        self.body: dict[str, Any] = dict(body)
+        self.body: dict[str, Any] = _kept(body) if body is not None else _seed(key, parked)
+        # the body must be read from the API server before the first decision
+        self._refresh = body is None
         self.wake = asyncio.Event()
         self.wake.set()
         self._created: dict[tuple[str, int], float] = {}
@@ -79,6 +100,14 @@ class JobWorker:
         # each new gang ensures them again, so one deleted by hand comes back with the next gang
         self._children_for: tuple[str, int] | None = None
         self._last_read = 0.0
+        # progress interval times the backoff of unanswered reads (MAX_READ_BACKOFF_INTERVALS)
+        self._read_backoff = 1
+        # the job parsed from `body`, kept while its resourceVersion stays (parsing the whole
+        # object every pass was a fifth of a pass's CPU)
+        self._parsed: tuple[str, TrainingJob] | None = None
+        # since when a status change that only moves worker counts has waited to be written
+        # (TRAINYARD_STATUS_COALESCE_SECONDS, status/writes.py)
+        self._held_since: float | None = None
         self._timed_running = False
         self._invalid_generation: int | None = None
         # The API server's refusal of this job's last creations (workers, or the Service or
@@ -95,6 +124,18 @@ class JobWorker:
         self._failing_since: dict[str, float] = {}
         # the last status write failed without an answer (the API server went away mid-call)
         self._unsure = False
+        # every worker's step counters over the straggler window, by index, with the pod uid
+        # they belong to (a new pod starts a new history)
+        self._steps: dict[int, tuple[str, list[StepCounters]]] = {}
+        self._stragglers = StragglerPolicy(
+            factor=runtime.settings.straggler_factor,
+            window_seconds=runtime.settings.straggler_window_seconds,
+        )
+        self.log = job_log(log, *key)
+        if parked is not None:
+            # what the worker that parked already did: not done twice
+            self._implied_posted = True
+            self._timed_running = parked.timed_running
         self.task = asyncio.create_task(self._loop(), name=f"trainingjob {key[0]}/{key[1]}")
 
     # --- inputs from the watch ---------------------------------------------------------------
@@ -102,7 +143,7 @@ class JobWorker:
     def offer(self, body: Mapping[str, Any]) -> None:
         """A newer version of the job arrived from the watch: take it and wake up."""
         if _resource_version(body) >= _resource_version(self.body):
-            self.body = dict(body)
+            self.body = _kept(body)
         self.wake.set()
 
     def poke(self) -> None:
@@ -140,21 +181,23 @@ class JobWorker:
             except JobGoneError:
                 # Deleted while the watch was away (its DELETED event never came): nothing
                 # is left to reconcile, and retrying the 404 would go on forever.
-                log.info("%s/%s no longer exists; its worker stops", *self.key)
+                self.log.info("no longer exists; its worker stops")
                 if self.runtime.workers.get(self.key) is self:
                     self.runtime.workers.pop(self.key, None)
                     self.runtime.metrics.forget(*self.key)
                 return
             except Exception as err:
-                key = self.key
                 if isinstance(err, WorkersRefusedError):  # expected: no traceback
-                    log.warning("%s/%s: %s; retrying in %.0fs", *key, err, backoff)
+                    self.log.warning("%s; retrying in %.0fs", err, backoff)
                 else:
-                    log.exception("reconcile of %s/%s failed; retrying in %.0fs", *key, backoff)
+                    self.log.exception("reconcile failed; retrying in %.0fs", backoff)
                 delay = backoff
                 backoff = min(backoff * 2, 60.0)
             finally:
                 self.runtime.metrics.reconcile_duration.observe(time.perf_counter() - started)
+            if delay is None and self._idle():
+                self._park()
+                return
             if delay is not None and delay <= 0:
                 continue
             with contextlib.suppress(TimeoutError):
@@ -163,16 +206,19 @@ class JobWorker:
     async def _pass(self) -> float | None:
         """One reconcile pass; returns when to look again (None: on the next event only)."""
         rt = self.runtime
-        if self._unsure:
+        if self._unsure or self._refresh:
             # A status write whose answer never came may have been stored: read the job back
             # and post what its status implies (the write's events among them) before
-            # deciding again.
+            # deciding again. (A worker woken for a parked job reads it too.)
             fresh = await rt.client.get_job(*self.key)
             if fresh is None:
                 raise JobGoneError(f"{self.key[0]}/{self.key[1]} no longer exists")
-            self.body, self._unsure, self._implied_posted = fresh, False, False
+            self.body = _kept(fresh)
+            if self._unsure:
+                self._implied_posted = False
+            self._unsure = self._refresh = False
         try:
-            job = TrainingJob.from_object(self.body)
+            job = self._job()
         except ValidationError as err:
             await self._reject(err)
             return None
@@ -187,21 +233,43 @@ class JobWorker:
         if self._unposted:
             pending, self._unposted = self._unposted, []
             await self._post(pending)
-        progress = await self._progress(job, pods)
-        plan = reconcile(job, pods, now, progress, self._refusal)
+        progress, times = await self._read_trainers(job, pods)
+        policy = self._stragglers
+        plan = reconcile(
+            job, pods, now, progress, self._refusal, step_times=times, stragglers=policy
+        )
+        if plan.needs_capacity:
+            # a `gpus: auto` gang is due: read the nodes and quotas only now, and decide again
+            capacity = await read_capacity(rt, job.namespace)
+            plan = reconcile(
+                job,
+                pods,
+                now,
+                progress,
+                self._refusal,
+                capacity=capacity,
+                step_times=times,
+                stragglers=policy,
+            )
         if not plan.create_workers:
             self._refusal = None  # nothing left to create: nothing is refused any more
 
-        if _wire(plan.status) != _wire(job.status):
+        if _wire(plan.status) != _wire(job.status) and not self._hold(job, plan):
+            self._held_since = None
             try:
-                self.body = await rt.client.patch_job_status(
-                    job.namespace, job.name, _resource_version_text(self.body), _patch(plan.status)
+                self.body = _kept(
+                    await rt.client.patch_job_status(
+                        job.namespace,
+                        job.name,
+                        _resource_version_text(self.body),
+                        _patch(plan.status),
+                    )
                 )
             except ConflictError:
                 fresh = await rt.client.get_job(job.namespace, job.name)
                 if fresh is None:
                     raise JobGoneError(f"{job.namespace}/{job.name} no longer exists") from None
-                self.body = fresh
+                self.body = _kept(fresh)
                 return 0.0
             except JobGoneError:
                 raise
@@ -209,13 +277,17 @@ class JobWorker:
                 self._unsure = True
                 raise
             self._record(job, plan, now)
+            self._tell(job, plan)
         rt.metrics.set_phase(job.namespace, job.name, plan.status.phase)
+        if (health := plan.status.health) is not None:
+            ratio = health.slowest_ratio or 1.0
+            rt.metrics.set_health(job.namespace, job.name, ratio, len(health.stragglers))
 
         if plan.delete_job:
             # With ttlSecondsAfterFinished 0 the job finishes and expires in one pass: its
             # events go out before it does.
             await self._post_events(plan)
-            log.info("ttlSecondsAfterFinished passed: deleting %s/%s", *self.key)
+            self.log.info("ttlSecondsAfterFinished passed: deleting the TrainingJob")
             await rt.client.delete_job(job.namespace, job.name, job.uid)
             return None
         try:
@@ -255,7 +327,7 @@ class JobWorker:
                 continue
             since = self._failing_since.setdefault(event.key, time.monotonic())
             if time.monotonic() - since > POST_RETRY_SECONDS or len(self._unposted) >= MAX_UNPOSTED:
-                log.warning("%s/%s: giving up on event %s", *self.key, event.reason)
+                self.log.warning("giving up on event %s", event.reason)
                 self._failing_since.pop(event.key, None)
                 continue
             self._unposted.append(event)
@@ -270,47 +342,76 @@ class JobWorker:
 
     # --- steps ---------------------------------------------------------------------------------
 
-    async def _progress(self, job: TrainingJob, pods: list[PodView]) -> Progress | None:
-        """A fresh reading of worker 0's metrics, at most every progress interval."""
+    async def _read_trainers(
+        self, job: TrainingJob, pods: list[PodView]
+    ) -> tuple[Progress | None, dict[int, float] | None]:
+        """Fresh readings of the running workers' metrics, at most every progress interval:
+        worker 0's progress, and each worker's compute seconds per step over the straggler
+        window (status/health.py; None when nothing was read)."""
         rt = self.runtime
         if job.status.phase not in ACTIVE_PHASES:
-            return None
-        if time.monotonic() - self._last_read < rt.settings.progress_interval_seconds:
-            return None
-        master = next(
-            (
-                p
-                for p in pods
-                if p.index == 0 and p.restart == job.status.restarts and p.phase == "Running"
-            ),
-            None,
-        )
-        if master is None or not master.ip:
-            return None
+            self._steps.clear()
+            return None, None
+        if time.monotonic() - self._last_read < self._read_interval():
+            return None, None
+        gang = {
+            p.index: p
+            for p in pods
+            if p.restart == job.status.restarts and p.phase == "Running" and p.ip
+        }
+        if not gang:
+            return None, None
         self._last_read = time.monotonic()
-        reading = await read_progress(rt.http, master.ip, rt.settings.progress_timeout_seconds)
-        if reading is not None:
-            rt.metrics.set_progress(job.namespace, job.name, reading.percent, reading.loss)
-        return reading
+        readings = await read_trainers(
+            rt.http, {i: p.ip for i, p in gang.items()}, rt.settings.progress_timeout_seconds
+        )
+        self._read_backoff = (
+            1 if readings else min(2 * self._read_backoff, MAX_READ_BACKOFF_INTERVALS)
+        )
+        master = readings.get(0)
+        progress = master.progress if master is not None else None
+        if progress is not None:
+            rt.metrics.set_progress(job.namespace, job.name, progress.percent, progress.loss)
+        window = self._stragglers.window_seconds
+        read_at = time.monotonic()
+        times: dict[int, float] = {}
+        for index, pod in gang.items():
+            reading = readings.get(index)
+            if reading is None or reading.steps is None or reading.compute_seconds is None:
+                continue
+            uid, history = self._steps.get(index, (pod.uid, []))
+            counters = StepCounters(read_at, reading.steps, reading.compute_seconds)
+            history = remember(history if uid == pod.uid else [], counters, window)
+            self._steps[index] = (pod.uid, history)
+            seconds = step_seconds(history, window)
+            if seconds is not None:
+                times[index] = seconds
+        for gone in set(self._steps) - set(gang):
+            del self._steps[gone]
+        return progress, times
 
     async def _ensure_children(self, job: TrainingJob, attempt: int) -> None:
         rt = self.runtime
         try:
-            await rt.client.create_service(job.namespace, headless_service(job))
+            if await rt.client.create_service(job.namespace, headless_service(job)):
+                self.log.info("created the headless Service %s", job.name)
         except RejectedError as err:
             self._note_refusal(attempt, err, what=f"the headless Service {job.name}")
         if rt.build.network_policy is not None:
             # before any worker exists, so none runs unconfined; a refusal (RBAC without the
             # rule, a quota) keeps the workers back rather than run them open
             try:
-                await rt.client.create_network_policy(job.namespace, network_policy(job, rt.build))
+                body = network_policy(job, rt.build)
+                if await rt.client.create_network_policy(job.namespace, body):
+                    self.log.info("created the NetworkPolicy %s", job.name)
             except RejectedError as err:
                 self._note_refusal(attempt, err, what=f"the NetworkPolicy {job.name}")
         gang = job.spec.scheduling.gang
         if rt.pod_group_flavor and gang != "Disabled":
             body = pod_group(job, rt.pod_group_flavor)
             try:
-                await rt.client.create_pod_group(rt.pod_group_flavor, job.namespace, body)
+                if await rt.client.create_pod_group(rt.pod_group_flavor, job.namespace, body):
+                    self.log.info("created the PodGroup %s", job.name)
             except RejectedError as err:
                 self._note_refusal(attempt, err, what=f"the PodGroup {job.name}")
         elif gang == "Enabled":
@@ -328,7 +429,7 @@ class JobWorker:
         if ownership.event is not None:
             event = ownership.event
             await rt.client.post_event(self.body, event.type, event.reason, event.message)
-            log.warning("%s/%s: %s", job.namespace, job.name, event.message)
+            self.log.warning("%s", event.message)
             self._strays_reported.update(ownership.strays)
         await asyncio.gather(
             *(rt.client.delete_pod(job.namespace, r.name, r.uid) for r in ownership.delete)
@@ -339,6 +440,8 @@ class JobWorker:
         todo = [ref for ref in plan.delete_pods if ref.uid not in self._deleted]
         for ref in todo:
             self._deleted[ref.uid] = now
+        if todo:
+            self.log.info("deleting pods %s", ", ".join(r.name for r in todo))
         await asyncio.gather(
             *(self.runtime.client.delete_pod(job.namespace, r.name, r.uid) for r in todo)
         )
@@ -368,7 +471,7 @@ class JobWorker:
                 # 409: a stray of another owner holds the name; its deletion (a pod event)
                 # wakes this worker to try again
                 self._created.pop((names[i], plan.gang), None)
-                log.info("%s: name taken by a pod of another owner, waiting", names[i])
+                self.log.info("%s: name taken by a pod of another owner, waiting", names[i])
             if isinstance(result, BaseException):
                 # Forget the expectation so the next pass tries again.
                 self._created.pop((names[i], plan.gang), None)
@@ -377,7 +480,10 @@ class JobWorker:
                 if isinstance(result, RejectedError):
                     refused = refused or result
                 else:
-                    log.warning("creating %s in %s failed: %s", names[i], job.namespace, result)
+                    self.log.warning("creating %s failed: %s", names[i], result)
+        created = [names[i] for i, result in zip(todo, results, strict=True) if result is True]
+        if created:
+            self.log.info("created pods %s (attempt %d)", ", ".join(created), plan.gang)
         if refused is not None:
             self._note_refusal(plan.gang, refused, what="")
         if any(isinstance(r, BaseException) for r in results):
@@ -420,11 +526,68 @@ class JobWorker:
     def _next_look(self, plan: Plan) -> float | None:
         delays = [plan.requeue_after] if plan.requeue_after is not None else []
         if plan.status.phase in ACTIVE_PHASES:
-            delays.append(self.runtime.settings.progress_interval_seconds)
+            delays.append(self._read_interval())
+        if self._held_since is not None:
+            # the held status change is written when its window ends
+            window = self.runtime.settings.status_coalesce_seconds
+            delays.append(max(0.0, self._held_since + window - time.monotonic()))
         if self._created or self._deleted:
             # The watch normally confirms within milliseconds; look again in case it does not.
             delays.append(EXPECTATION_TTL_SECONDS)
         return min(delays) if delays else None
+
+    def _idle(self) -> bool:
+        """Nothing to wait for, owe or remember: no pods, no timer (the pass asked for none),
+        no expectation, refusal, held status write, unposted event or reading history, and no
+        event arrived meanwhile."""
+        return not (
+            self.wake.is_set()
+            or self.runtime.pods_of(self.key)
+            or self._created
+            or self._deleted
+            or self._refusal is not None
+            or self._held_since is not None
+            or self._unposted
+            or self._failing_since
+            or self._steps
+            or self._strays_reported
+            or self._invalid_generation is not None
+            or self._unsure
+            or self._refresh
+        )
+
+    def _park(self) -> None:
+        """Stop this worker and keep the job as a `Parked` record (memory: thousands of
+        suspended or finished jobs hold no task, body or parsed spec)."""
+        rt = self.runtime
+        if rt.workers.get(self.key) is self:
+            del rt.workers[self.key]
+            rt.parked[self.key] = Parked(self.uid, self.resource_version, self._timed_running)
+        # The task still refers to this worker until the cyclic collector runs: what is large
+        # goes now.
+        self.body, self._parsed = {}, None
+
+    def _job(self) -> TrainingJob:
+        """The job of `body`, parsed once per resourceVersion."""
+        version = _resource_version_text(self.body)
+        if self._parsed is None or self._parsed[0] != version or not version:
+            self._parsed = (version, TrainingJob.from_object(self.body))
+        return self._parsed[1]
+
+    def _hold(self, job: TrainingJob, plan: Plan) -> bool:
+        """Whether this pass's status change waits (status/writes.py): it only moves worker
+        counts, the pass does nothing else, and its window has not ended yet."""
+        window = self.runtime.settings.status_coalesce_seconds
+        quiet = not (plan.create_workers or plan.delete_pods or plan.events or plan.delete_job)
+        if window <= 0 or not quiet or not counts_only(job.status, plan.status):
+            return False
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+        return now - self._held_since < window
+
+    def _read_interval(self) -> float:
+        return self.runtime.settings.progress_interval_seconds * self._read_backoff
 
     def _record(self, job: TrainingJob, plan: Plan, now: datetime) -> None:
         """Count what this pass changed (after the status write succeeded, so exactly once)."""
@@ -453,6 +616,24 @@ class JobWorker:
             restarting = get_condition(new.conditions, "Restarting")
             reason = restarting.reason if restarting else "Unknown"
             m.restarted.labels(namespace=ns, reason=reason).inc()
+        found = _stragglers(new) - _stragglers(old)
+        if found:
+            m.stragglers_found.labels(namespace=ns).inc(len(found))
+
+    def _tell(self, job: TrainingJob, plan: Plan) -> None:
+        """One log line per decision this pass wrote (after the write, so each is told once):
+        each event it planned, which says what happened and why, then the phase it led to."""
+        old, new = job.status, plan.status
+        for event in plan.events:
+            line = self.log.warning if event.type == "Warning" else self.log.info
+            line("%s: %s", event.reason, event.message)
+        if new.phase != old.phase:
+            self.log.info("phase %s -> %s", old.phase, new.phase)
+        # the end of a straggler episode has no event of its own
+        was = get_condition(old.conditions, STRAGGLER)
+        now = get_condition(new.conditions, STRAGGLER)
+        if was is not None and now is not None and (was.status, now.status) == ("True", "False"):
+            self.log.info("%s %s: %s", STRAGGLER, now.reason, now.message)
 
     async def _reject(self, err: ValidationError) -> None:
         """An object the API server accepted but this operator cannot read (an older CRD)."""
@@ -471,11 +652,34 @@ class WorkersRefusedError(Exception):
     """The API server refused workers (or their Service/PodGroup); the next pass reports it."""
 
 
+def _stragglers(status: TrainingJobStatus) -> set[int]:
+    return set(status.health.stragglers) if status.health is not None else set()
+
+
 def _resource_version(body: Mapping[str, Any]) -> int:
     # Resource versions are opaque in general; with etcd they are increasing integers, which
     # lets a late watch event never overwrite the newer object a status write returned.
     text = _resource_version_text(body)
     return int(text) if text.isdigit() else 0
+
+
+def _seed(key: JobKey, parked: Parked | None) -> dict[str, Any]:
+    """What a worker woken for a parked job knows before it reads the job: its identity
+    (so that nothing takes it for another job of the same name meanwhile)."""
+    meta: dict[str, Any] = {"namespace": key[0], "name": key[1]}
+    if parked is not None:
+        meta |= {"uid": parked.uid, "resourceVersion": str(parked.resource_version)}
+    return {"metadata": meta}
+
+
+def _kept(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The job as a worker keeps it: without metadata.managedFields, which nothing here
+    reads and which is more than half of a small job's body."""
+    kept = dict(body)
+    meta = kept.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        kept["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    return kept
 
 
 def _resource_version_text(body: Mapping[str, Any]) -> str:

@@ -14,7 +14,7 @@ from trainyard_operator.status.times import format_time
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 # The order conditions are listed in, so that the object reads like a timeline.
-ORDER = ("Created", "Running", "Restarting", "Suspended", "Succeeded", "Failed")
+ORDER = ("Created", "Running", "Restarting", "Straggler", "Suspended", "Succeeded", "Failed")
 
 
 def get_condition(conditions: list[Condition], kind: str) -> Condition | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from trainyard_operator.api.status import TrainingJobStatus
+from trainyard_operator.api.status import GangHealth, TrainingJobStatus
 from trainyard_operator.status.conditions import get_condition
 from trainyard_operator.status.times import parse_time
 
@@ -27,7 +27,17 @@ TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 PER_ATTEMPT = frozenset({"GangRestart", "ProgressDeadlineExceeded", "WorkersTerminating"})
 #: Where a gang restart's condition message says what it did after saying why.
 RESTART_SEPARATOR = "; restarting the gang"
+#: The Restarting condition's reason when spec.restartRequest asked for the restart.
+RESTART_REQUESTED = "RestartRequested"
+#: A finished job's event when spec.restartRequest changed (one per value).
+RESTART_IGNORED = "RestartIgnored"
 RESUMED_MESSAGE = "spec.suspend is false: creating the workers again"
+#: The events of a `gpus: auto` choice: the first one, and one the cluster forced to change.
+GPUS_CHOSEN = "GpusChosen"
+GPUS_CHANGED = "GpusChanged"
+#: A worker slower than the others (status.health, status/health.py): one event per worker
+#: and episode, keyed by the worker and since when it is slow.
+STRAGGLER = "Straggler"
 CHECKPOINTS_MESSAGE = (
     "checkpoints go to an emptyDir (spec.output.volumeClaimName is empty), so a gang "
     "restart trains from epoch 0 again; give the job a PersistentVolumeClaim to resume "
@@ -49,6 +59,11 @@ class Event:
     """Which occurrence this is (see `event_key`); empty for events that are not deduplicated."""
 
 
+def restart_event_type(cause: str) -> EventType:
+    """A gang restart someone asked for is news, not a warning."""
+    return "Normal" if cause == RESTART_REQUESTED else "Warning"
+
+
 def event_key(reason: str, message: str, status: TrainingJobStatus) -> str:
     """The occurrence an event of `reason` announces, read from the status that records it."""
 
@@ -63,6 +78,11 @@ def event_key(reason: str, message: str, status: TrainingJobStatus) -> str:
         return f"{reason}/attempt-{status.restarts}"
     if reason in ("Suspended", "Resumed"):
         return f"{reason}@{since('Suspended')}"
+    if reason in (GPUS_CHOSEN, GPUS_CHANGED) and status.gpus is not None:
+        return f"{reason}@{status.gpus.decided_at}"
+    if reason == RESTART_IGNORED:
+        request = hashlib.sha256((status.restart_request or "").encode()).hexdigest()[:12]
+        return f"{reason}/{request}"
     if reason in ("WorkersCreated", "PodCreateFailed"):
         # By message (which names the attempt): after a gang restart the Created condition
         # still describes the previous attempt until the next gang is planned, so the count
@@ -73,8 +93,26 @@ def event_key(reason: str, message: str, status: TrainingJobStatus) -> str:
 
 
 def keyed(events: list[Event], status: TrainingJobStatus) -> tuple[Event, ...]:
-    """The events with their keys, from the status the same pass writes."""
-    return tuple(replace(e, key=event_key(e.reason, e.message, status)) for e in events)
+    """The events with their keys, from the status the same pass writes (an event that
+    came with its key keeps it)."""
+    return tuple(replace(e, key=e.key or event_key(e.reason, e.message, status)) for e in events)
+
+
+def straggler_events(health: GangHealth, workers: set[int] | None = None) -> list[Event]:
+    """The Straggler event of each straggler in `health` (of `workers` only, if given),
+    keyed by the worker and since when it is slow: one per worker and episode."""
+    median = health.median_step_seconds or 0.0
+    return [
+        Event(
+            "Warning",
+            STRAGGLER,
+            f"worker {s.worker} is slower than the rest of the gang: {s.ratio:.2f}x its median "
+            f"compute time per step ({median:.3g} s) since {s.since}",
+            key=f"{STRAGGLER}/worker-{s.worker}@{s.since}",
+        )
+        for s in health.slow_workers
+        if s.worker in health.stragglers and (workers is None or s.worker in workers)
+    ]
 
 
 def implied_events(
@@ -89,6 +127,12 @@ def implied_events(
         return ()
     cond = {c.type: c for c in status.conditions}
     events: list[Event] = []
+    gpus = status.gpus
+    if gpus is not None and gpus.decided_at and parse_time(gpus.decided_at) >= now - IMPLIED_WINDOW:
+        if gpus.previous is None:
+            events.append(Event("Normal", GPUS_CHOSEN, gpus.message))
+        else:
+            events.append(Event("Warning", GPUS_CHANGED, gpus.message))
     if status.phase in TERMINAL_PHASES:
         ended = cond.get(status.phase or "")
         if ended is not None and ended.status == "True":
@@ -104,7 +148,8 @@ def implied_events(
         events.append(Event("Normal", "Resumed", RESUMED_MESSAGE))
     restarting = cond.get("Restarting")
     if restarting is not None and restarting.status == "True" and status.restarts > 0:
-        events.append(Event("Warning", "GangRestart", restarting.message))
+        kind = restart_event_type(restarting.reason)
+        events.append(Event(kind, "GangRestart", restarting.message))
         if restarting.reason == "ProgressDeadlineExceeded":
             why = restarting.message.split(RESTART_SEPARATOR, 1)[0]
             events.append(Event("Warning", "ProgressDeadlineExceeded", why))
@@ -118,4 +163,7 @@ def implied_events(
     running = cond.get("Running")
     if running is not None and running.status == "False" and running.reason == "WorkersTerminating":
         events.append(Event("Warning", "WorkersTerminating", running.message))
+    straggling = cond.get(STRAGGLER)
+    if straggling is not None and straggling.status == "True" and status.health is not None:
+        events.extend(straggler_events(status.health))
     return keyed(events, status)

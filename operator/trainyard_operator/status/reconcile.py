@@ -16,7 +16,7 @@ attempts must never meet). Pod names are deterministic, so creating is idempoten
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -24,6 +24,7 @@ from typing import Literal
 from trainyard_operator.api.job import TrainingJob
 from trainyard_operator.api.status import (
     Condition,
+    GpuChoice,
     Progress,
     TrainingJobStatus,
     WorkerCounts,
@@ -31,13 +32,21 @@ from trainyard_operator.api.status import (
 from trainyard_operator.status.conditions import get_condition, set_condition, status_of
 from trainyard_operator.status.events import (
     CHECKPOINTS_MESSAGE,
+    GPUS_CHANGED,
+    GPUS_CHOSEN,
+    RESTART_IGNORED,
+    RESTART_REQUESTED,
     RESTART_SEPARATOR,
     RESUMED_MESSAGE,
     TERMINAL_PHASES,
     Event,
     EventType,
     keyed,
+    restart_event_type,
 )
+from trainyard_operator.status.gpus import GpuCapacity, choose, unmet
+from trainyard_operator.status.health import CONDITION as STRAGGLER
+from trainyard_operator.status.health import STOPPED, StragglerPolicy, assess
 from trainyard_operator.status.pods import PodView
 from trainyard_operator.status.readings import results_from_message
 from trainyard_operator.status.times import format_time, parse_time
@@ -85,6 +94,9 @@ class Plan:
     """ttlSecondsAfterFinished has passed: delete the TrainingJob (children go with it)."""
     requeue_after: float | None = None
     """Reconcile again after this many seconds even if nothing changes (timers)."""
+    needs_capacity: bool = False
+    """A gang of a `gpus: auto` job is due and no GpuCapacity was given: read the cluster and
+    reconcile again with it (this plan is incomplete: act on nothing of it)."""
 
     @property
     def gang(self) -> int:
@@ -105,6 +117,8 @@ class _Draft:
     timers: list[float] = field(default_factory=list)
     ensure_children: bool = False
     delete_job: bool = False
+    capacity: GpuCapacity | None = None
+    needs_capacity: bool = False
 
     def condition(
         self, kind: str, status: Literal["True", "False"], reason: str, message: str = ""
@@ -141,6 +155,7 @@ class _Draft:
             ensure_children=self.ensure_children,
             delete_job=self.delete_job,
             requeue_after=min(self.timers) if self.timers else None,
+            needs_capacity=self.needs_capacity,
         )
 
 
@@ -150,23 +165,44 @@ def reconcile(
     now: datetime,
     progress: Progress | None = None,
     create_failure: CreateFailure | None = None,
+    *,
+    capacity: GpuCapacity | None = None,
+    step_times: Mapping[int, float] | None = None,
+    stragglers: StragglerPolicy | None = None,
 ) -> Plan:
     """Decide the job's next status and actions from what is observed now.
 
     `pods` are the job's worker pods from every attempt (the caller filters by job name);
     `progress` is a fresh reading of worker 0's metrics, or None when there is none;
-    `create_failure` is the API server's refusal of the last pod creations, if any.
+    `create_failure` is the API server's refusal of the last pod creations, if any;
+    `capacity` is what a `gpus: auto` job's next gang is chosen from (status.gpus), read by
+    the caller only when a plan asks for it (`Plan.needs_capacity`);
+    `step_times` are the running gang's compute seconds per step by worker index, averaged
+    over the window of the `stragglers` policy (status/health.py), when freshly read.
     """
-    draft = _Draft(job=job, now=now, status=job.status.model_copy(deep=True))
+    draft = _Draft(job=job, now=now, status=job.status.model_copy(deep=True), capacity=capacity)
     draft.status.observed_generation = job.generation
     if progress is not None:
         _merge_progress(draft, progress)
+    restart_requested = _new_restart_request(draft)
     if job.status.phase in TERMINAL_PHASES:
+        if restart_requested:
+            _ignore_restart_request(draft)
         _finished(draft, pods)
     elif job.spec.suspend:
         _suspend(draft, pods)
+    elif restart_requested and job.status.phase != "Suspended":
+        # (a job resumed in the same change starts a new gang anyway)
+        _gang_restart(
+            draft,
+            pods,
+            RESTART_REQUESTED,
+            f"spec.restartRequest changed to {job.spec.restart_request!r}",
+            disruption=True,
+        )
     else:
         _run(draft, pods, create_failure)
+    _judge_health(draft, step_times, stragglers)
     # Every condition was re-evaluated against this generation, including the unchanged ones.
     for cond in draft.status.conditions:
         cond.observed_generation = job.generation
@@ -185,6 +221,30 @@ def _merge_progress(draft: _Draft, reading: Progress) -> None:
     )
     updated = old.updated_at if same and old is not None else format_time(draft.now)
     draft.status.progress = reading.model_copy(update={"updated_at": updated})
+
+
+# --- restart on request ---------------------------------------------------------------------
+
+
+def _new_restart_request(draft: _Draft) -> bool:
+    """spec.restartRequest differs from the value the status recorded last; records it.
+
+    A job that never recorded one (a new job, or one made before the field existed) records
+    its value without restarting: only a change made after the operator saw the job asks.
+    """
+    wanted, seen = draft.job.spec.restart_request, draft.job.status.restart_request
+    draft.status.restart_request = wanted
+    return seen is not None and wanted != seen
+
+
+def _ignore_restart_request(draft: _Draft) -> None:
+    phase = draft.status.phase
+    draft.event(
+        "Warning",
+        RESTART_IGNORED,
+        f"spec.restartRequest changed to {draft.job.spec.restart_request!r}, but the job has "
+        f"{phase} and a finished job is final: create it again to train again",
+    )
 
 
 # --- terminal -------------------------------------------------------------------------------
@@ -243,8 +303,9 @@ def _suspend(draft: _Draft, pods: Sequence[PodView]) -> None:
         draft.condition("Restarting", "False", "Suspended", message)
     status.phase = "Suspended"
     status.start_time = None
-    status.workers = _counts(draft.job, [p for p in pods if p.restart == status.restarts])
-    status.workers.desired = 0
+    # desired 0 passed in, not set afterwards: the summary ("ready/desired") is derived when
+    # the counts are built, and a stale one made every pass of a suspended job write again
+    status.workers = _counts(draft.job, [p for p in pods if p.restart == status.restarts], 0)
 
 
 # --- running --------------------------------------------------------------------------------
@@ -307,6 +368,9 @@ def _run(
 
     deleting = {p.index for p in gang if p.deleting}
     draft.creates = [i for i in range(workers) if i not in current and i not in deleting]
+    if draft.creates and not _gpus_for_the_gang(draft):
+        draft.creates = []
+        return
     refused = create_failure if create_failure and create_failure.gang == status.restarts else None
     if draft.creates and refused:
         if _refused(draft, pods, refused):
@@ -339,6 +403,42 @@ def _run(
             reason = "PodCreateFailed"
             message = f"{message}; {_refusal_message(draft, refused)}"
         draft.condition("Running", "False", reason, message)
+
+
+def _gpus_for_the_gang(draft: _Draft) -> bool:
+    """Before workers are created: the GPUs of a `gpus: auto` job (status.gpus), chosen when
+    its first gang is created and kept for every later gang while the cluster can still meet
+    them (status/gpus.py). False when the caller must first read the cluster's capacity."""
+    job, status = draft.job, draft.status
+    if job.spec.resources.gpus != "auto":
+        status.gpus = None  # an integer again (changed while suspended): nothing to choose
+        return True
+    kept = status.gpus
+    whole_gang = len(draft.creates) == job.spec.workers
+    if kept is not None and not whole_gang:
+        return True  # the missing workers of a gang get what its others got
+    if draft.capacity is None:
+        draft.needs_capacity = True
+        return False
+    why = unmet(job, draft.capacity, kept.per_worker) if kept is not None else None
+    if kept is not None and why is None:
+        return True
+    choice = choose(job, draft.capacity)
+    message = choice.message
+    if kept is not None:
+        message = f"{kept.per_worker} per worker can no longer be met ({why}); {message}"
+    status.gpus = GpuChoice(
+        per_worker=choice.per_worker,
+        reason=choice.reason,
+        message=message,
+        decided_at=format_time(draft.now),
+        previous=kept.per_worker if kept is not None else None,
+    )
+    if kept is None:
+        draft.event("Normal", GPUS_CHOSEN, message)
+    else:
+        draft.event("Warning", GPUS_CHANGED, message)
+    return True
 
 
 #: How long past its grace period a deleted pod may linger before the job says it is stuck.
@@ -496,13 +596,14 @@ def _gang_restart(
     status.phase = "Restarting"
     if disruption:
         status.disruptions += 1
-        spent = f"a disruption, not counted against backoffLimit {limit}"
+        what = "asked for" if cause == RESTART_REQUESTED else "a disruption"
+        spent = f"{what}, not counted against backoffLimit {limit}"
     else:
         spent = f"{failures + 1} of backoffLimit {limit}"
     text = f"{message}{RESTART_SEPARATOR} (restart {status.restarts}: {spent})"
     draft.condition("Restarting", "True", cause, text)
     draft.condition("Running", "False", "GangRestart", text)
-    draft.event("Warning", "GangRestart", text)
+    draft.event(restart_event_type(cause), "GangRestart", text)
     if cause == "ProgressDeadlineExceeded":
         draft.event("Warning", cause, message)
     draft.delete(pods)
@@ -582,12 +683,41 @@ def _running_since(conditions: list[Condition]) -> datetime | None:
     return parse_time(cond.last_transition_time)
 
 
-def _counts(job: TrainingJob, gang: Sequence[PodView]) -> WorkerCounts:
+def _counts(job: TrainingJob, gang: Sequence[PodView], desired: int | None = None) -> WorkerCounts:
     live = [p for p in gang if not p.deleting]
     return WorkerCounts(
-        desired=job.spec.workers,
+        desired=job.spec.workers if desired is None else desired,
         active=sum(not p.finished for p in live),
         ready=sum(p.phase == "Running" and p.ready for p in live),
         succeeded=sum(p.phase == "Succeeded" for p in live),
         failed=sum(p.phase == "Failed" for p in live),
     )
+
+
+# --- stragglers -----------------------------------------------------------------------------
+
+
+def _judge_health(
+    draft: _Draft, times: Mapping[int, float] | None, policy: StragglerPolicy | None
+) -> None:
+    """status.health and the Straggler condition, for the gang that is running (health.py).
+
+    A gang that stopped running (restarted, suspended, finished) has no stragglers any more:
+    its last numbers stay for the record, the condition turns False.
+    """
+    status = draft.status
+    running = status.phase in ("Running", "Compressing")
+    if not running or status.restarts != draft.job.status.restarts:
+        if status.health is not None and (status.health.slow_workers or status.health.stragglers):
+            status.health = status.health.model_copy(update={"slow_workers": [], "stragglers": []})
+        draft.condition(STRAGGLER, "False", STOPPED, f"the gang is {status.phase}")
+        return
+    if times is None or policy is None:
+        return
+    outcome = assess(status.health, times, draft.now, policy)
+    if outcome is None:
+        return
+    status.health = outcome.health
+    if outcome.condition is not None:
+        draft.condition(STRAGGLER, *outcome.condition)
+    draft.events.extend(outcome.events)
