@@ -20,6 +20,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -38,6 +39,8 @@ from trainyard_operator.metrics_server import serve_secure_metrics
 from trainyard_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
+#: how long a refused rule is asked again at start (RBAC created with the operator settles)
+RBAC_SETTLE_SECONDS = 30.0
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -123,17 +126,25 @@ def _serve_metrics(settings: OperatorSettings, metrics: OperatorMetrics) -> None
 def _check_node_reads(settings: OperatorSettings) -> None:
     """TRAINYARD_READ_NODES without the rule to read nodes: stop now, saying what is missing.
     (kopf's node watch would retry forbidden lists and, its index unfilled, hold back every
-    job.) An API server that does not answer yet is kopf's to wait for, as usual."""
-    try:
-        missing = missing_verbs(
-            client.ApiClient(load_configuration()),
-            "nodes",
-            ("list", "watch"),
-            timeout=settings.api_timeout_seconds,
-        )
-    except Exception as err:  # unreachable now: kopf retries, and fails loudly if forbidden
-        log.warning("could not check the rule to read nodes: %s", err)
-        return
+    job.) An API server that does not answer yet is kopf's to wait for, as usual. A rule
+    created together with the operator (one `helm install`) may reach the API server's
+    authorizer cache a moment after the pod starts, so a refusal is asked again for
+    RBAC_SETTLE_SECONDS before it stops the operator."""
+    deadline = time.monotonic() + RBAC_SETTLE_SECONDS
+    while True:
+        try:
+            missing = missing_verbs(
+                client.ApiClient(load_configuration()),
+                "nodes",
+                ("list", "watch"),
+                timeout=settings.api_timeout_seconds,
+            )
+        except Exception as err:  # unreachable now: kopf retries, and fails loudly if forbidden
+            log.warning("could not check the rule to read nodes: %s", err)
+            return
+        if not missing or time.monotonic() >= deadline:
+            break
+        time.sleep(2.0)
     if missing:
         sys.exit(
             f"trainyard-operator: TRAINYARD_READ_NODES needs {' and '.join(missing)} on nodes "
