@@ -20,11 +20,15 @@ the API server's audit log tells their requests apart (`audit_counts.py`).
   controller; the Jobs' pods are created by kube-controller-manager's job-controller, which
   is counted as part of this system's requests (it does the pod creation the others do
   themselves) but not in its CPU or memory (it is shared with the control plane).
-  Both controllers run with their certificate management off (their config files / flags
-  allow it) and no webhook configurations, as nothing here calls them.
+  Both controllers run with their certificate management off (their config files allow
+  it), serving their webhooks with the cluster's own serving pair; their webhook
+  configurations are registered by URL for the run and removed after it (JobSet's
+  controller relies on its defaulting webhook: without it, it panics on nil fields).
 
 The controllers are built by bench/kubeflow/build.sh into the cache outside the
-repository; nothing of theirs is committed.
+repository (their CRDs beside them); their RBAC roles, webhook configurations and the
+torch-distributed runtime are read from the Go module cache that build filled
+(`module_file`). Nothing of theirs is committed.
 """
 
 from __future__ import annotations
@@ -576,10 +580,76 @@ class KubeflowV2(System):
             shutil.copy(cluster.pki.serving_cert, KF_CERT_DIR / "tls.crt")
             shutil.copy(cluster.pki.serving_key, KF_CERT_DIR / "tls.key")
 
+    def _webhooks(self, cluster: LocalCluster, trainer_port: int, jobset_port: int) -> list[Any]:
+        """Their webhook configurations (upstream's, with upstream's kustomize patches that
+        matter: the pod webhooks only for JobSet pods), calling the local servers by URL.
+        JobSet needs its defaulting webhook: without it its controller panics on nil fields."""
+        ca = base64.b64encode(cluster.pki.ca_cert.read_bytes()).decode()
+        sources = (
+            (
+                "trainer",
+                trainer_port,
+                "github.com/kubeflow/trainer/v2",
+                self.trainer.parent,
+                "manifests/base/webhook/manifests.yaml",
+            ),
+            (
+                "jobset",
+                jobset_port,
+                "sigs.k8s.io/jobset",
+                self.jobset.parent,
+                "config/components/webhook/manifests.yaml",
+            ),
+        )
+        out = []
+        for owner, port, module, built, path in sources:
+            for doc in yaml.safe_load_all(module_file(module, built, path).read_text()):
+                if not doc:
+                    continue
+                doc["metadata"] = {"name": f"bench-{owner}-{doc['kind'].lower()}"}
+                for hook in doc["webhooks"]:
+                    route = hook["clientConfig"]["service"]["path"]
+                    hook["clientConfig"] = {
+                        "url": f"https://127.0.0.1:{port}{route}",
+                        "caBundle": ca,
+                    }
+                    if owner == "jobset" and hook["name"] in ("mpod.kb.io", "vpod.kb.io"):
+                        hook["objectSelector"] = {
+                            "matchExpressions": [
+                                {"key": "jobset.sigs.k8s.io/jobset-name", "operator": "Exists"}
+                            ]
+                        }
+                out.append(doc)
+        return out
+
     def start(
         self, api: client.ApiClient, cluster: LocalCluster, namespace: str, state: Path
     ) -> Running:
         health, metrics, webhook, status, jhealth, jwebhook = processes.free_ports(6)
+        # the trainer's webhook server reads the default folder (training-operator's pair
+        # may be there from an earlier run): the cluster's serving pair, which the CA signs
+        KF_CERT_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copy(cluster.pki.serving_cert, KF_CERT_DIR / "tls.crt")
+        shutil.copy(cluster.pki.serving_key, KF_CERT_DIR / "tls.key")
+        registrations = client.AdmissionregistrationV1Api(api)
+        hooks = self._webhooks(cluster, webhook, jwebhook)
+
+        def unregister() -> None:
+            for doc in hooks:
+                delete = (
+                    registrations.delete_mutating_webhook_configuration
+                    if doc["kind"] == "MutatingWebhookConfiguration"
+                    else registrations.delete_validating_webhook_configuration
+                )
+                with contextlib.suppress(ApiException):
+                    delete(doc["metadata"]["name"])
+
+        unregister()
+        for doc in hooks:
+            if doc["kind"] == "MutatingWebhookConfiguration":
+                registrations.create_mutating_webhook_configuration(doc)
+            else:
+                registrations.create_validating_webhook_configuration(doc)
         # upstream's manager config (manifests/base/manager), less leader election and
         # certificate management, on free local ports
         trainer_config = {
@@ -636,10 +706,12 @@ class KubeflowV2(System):
                 trainer_log,
             )
         except BaseException:
+            unregister()
             jobset.stop()
             raise
 
         def stop() -> None:
+            unregister()
             trainer.stop()
             jobset.stop()
 
